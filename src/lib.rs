@@ -1,0 +1,54 @@
+//! mcpdome: a security gateway for the Model Context Protocol on stdio.
+//!
+//! # Bird's-eye view
+//!
+//! A client host starts `mcpdome proxy -- <server command>` instead of the server. mcpdome
+//! starts the server and relays newline-delimited JSON-RPC both ways. Every line is read once,
+//! size-checked, parsed once into a borrowed view ([`frame::Msg`]), passed through a flat array
+//! of interceptor functions ([`chain`]), and then either forwarded as the exact bytes that came
+//! in, or refused with a JSON-RPC error that carries the sender's id.
+//!
+//! ```text
+//! agent ─stdin─▶ [inbound]  frame::parse ─▶ chain::INBOUND  ─ok─▶ upstream stdin   (original bytes)
+//! upstream ─out▶ [outbound] frame::parse ─▶ chain::OUTBOUND ─ok─▶ agent stdout     (original bytes)
+//!                           either chain ─deny─▶ JSON-RPC error ─▶ the sender
+//! ```
+//!
+//! # Code map, in reading order
+//!
+//! - [`cli`]: the command line into `Args`; no I/O.
+//! - [`config`]: `Args` into the immutable [`config::Config`].
+//! - [`error`]: start-up errors (exit status 2).
+//! - [`log`]: one line per event on stderr; stdout is MCP only.
+//! - [`frame`]: bytes into lines into message views; every way a line can be wrong.
+//! - [`chain`]: the interceptor arrays and the one function that words a refusal.
+//! - [`gate`]: [`gate::Gate`], the state both threads share: writers and open requests.
+//! - [`relay`]: the two relay threads and the shutdown sequence.
+//! - [`upstream`]: the server process: spawn, wait, SIGTERM, SIGKILL.
+//! - [`signal`]: the only unsafe code, for POSIX signals.
+//! - [`fuzz`]: entry points for the fuzz targets and their replay tests.
+//!
+//! # Invariants
+//!
+//! - stdout carries MCP and nothing else; every write to a peer is one whole line under one lock.
+//! - Never hold two locks; never hold a lock across a read.
+//! - A line that is allowed is forwarded byte for byte; nothing is re-serialised.
+//! - A refused request is always answered, and an open request is answered exactly once, even
+//!   when the upstream dies.
+//! - Nothing built from untrusted bytes panics. A panic anywhere aborts the process
+//!   (`panic = "abort"`), so a dead thread can never leave the other one relaying unchecked.
+
+#![deny(unsafe_code)]
+
+pub mod log;
+
+pub mod chain;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod frame;
+pub mod fuzz;
+pub mod gate;
+pub mod relay;
+pub mod signal;
+pub mod upstream;

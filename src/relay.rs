@@ -1,0 +1,405 @@
+//! The relay: two threads move lines, the main thread decides when it is over.
+//!
+//! - The *inbound* thread reads the client (our stdin), checks each line and forwards it to the
+//!   upstream's stdin.
+//! - The *outbound* thread reads the upstream's stdout, checks each line and forwards it to the
+//!   client (our stdout).
+//! - The main thread waits for the first end: client EOF, upstream EOF or exit, a closed stdout,
+//!   or SIGTERM/SIGINT. Then it ends the upstream (close stdin, grace, SIGTERM, grace, SIGKILL),
+//!   lets the outbound thread forward what the server wrote, answers every client request still
+//!   open with an error that names the cause, and returns the server's exit status.
+//!
+//! A line that is allowed is forwarded as the bytes we read. A line that is refused never
+//! reaches the other side; its sender gets a JSON-RPC error if it was a request (or if it was not
+//! even JSON, from the client), and a response that cannot be delivered turns into an error for
+//! the request it answered, so nobody waits forever. Each refusal is one log line.
+//!
+//! The inbound thread's blocking read on stdin cannot be cancelled, so `run` returns while it is
+//! still blocked and the process exits under it.
+
+use std::io::{BufRead, BufReader};
+use std::process::ExitStatus;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::chain::{self, Check, UPSTREAM_GONE};
+use crate::frame::{self, Kind, LineReader, Read, INVALID_REQUEST};
+use crate::gate::{Closed, Gate, Side};
+use crate::signal::{self, Signals};
+use crate::upstream::{self, Upstream};
+use crate::{debug, info, warn};
+
+/// Read buffer per direction. Lines longer than this are still read whole (up to the limit).
+const READ_BUFFER: usize = 64 * 1024;
+
+/// How often the main thread checks whether the upstream exited while its stdout stays open
+/// (a child it left behind may hold the pipe).
+const EXIT_POLL: Duration = Duration::from_millis(100);
+
+/// Why the relay stops.
+#[derive(Debug)]
+pub enum Event {
+    /// The client closed our stdin.
+    ClientEof,
+    /// Our stdout is closed: the client stopped reading.
+    ClientGone,
+    /// The upstream closed its stdout.
+    UpstreamEof,
+    /// The upstream exited (its stdout may still be open).
+    UpstreamExited(ExitStatus),
+    /// SIGTERM or SIGINT.
+    Signal(i32),
+}
+
+/// Relays until one side ends, then shuts down as described above; returns the exit code.
+pub fn run(
+    gate: &'static Gate,
+    client_in: impl std::io::Read + Send + 'static,
+    upstream_out: impl std::io::Read + Send + 'static,
+    mut upstream: Upstream,
+    signals: Signals,
+) -> u8 {
+    let (events, inbox) = mpsc::channel();
+    let tx = events.clone();
+    thread::spawn(move || {
+        let event = pump(
+            gate,
+            Side::Client,
+            BufReader::with_capacity(READ_BUFFER, client_in),
+        );
+        let _ = tx.send(event);
+    });
+    let tx = events.clone();
+    thread::spawn(move || {
+        let event = pump(
+            gate,
+            Side::Upstream,
+            BufReader::with_capacity(READ_BUFFER, upstream_out),
+        );
+        let _ = tx.send(event);
+    });
+    thread::spawn(move || loop {
+        let sig = signal::wait(&signals);
+        if events.send(Event::Signal(sig)).is_err() {
+            return;
+        }
+    });
+
+    let cause = loop {
+        match inbox.recv_timeout(EXIT_POLL) {
+            Ok(Event::Signal(signal::SIGHUP)) => {
+                info!("SIGHUP: there is no configuration to reload")
+            }
+            Ok(event) => break event,
+            Err(_) => {
+                if let Some(status) = upstream.try_status() {
+                    break Event::UpstreamExited(status);
+                }
+            }
+        }
+    };
+    info!("stopping: {cause:?}");
+    let grace = gate.config.shutdown_grace;
+    gate.close(Side::Upstream);
+    let status = match cause {
+        Event::UpstreamExited(status) => status,
+        _ => upstream.end(grace),
+    };
+    if !matches!(cause, Event::UpstreamEof | Event::ClientGone) {
+        // Let the outbound thread forward everything the server wrote before it exited.
+        let deadline = Instant::now() + grace;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match inbox.recv_timeout(left) {
+                Ok(Event::UpstreamEof | Event::ClientGone) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    upstream.kill_rest();
+
+    let why = match cause {
+        Event::Signal(sig) => format!("mcpdome was stopped by signal {sig}"),
+        _ => format!("the upstream server {}", upstream::describe(status)),
+    };
+    let open = gate.drain_requests(Side::Client);
+    if !open.is_empty() {
+        warn!(
+            "{why}; answering {} open request(s) with an error",
+            open.len()
+        );
+    }
+    for id in open {
+        let line = chain::error_line(Some(&id), UPSTREAM_GONE, &format!("{why} before answering"));
+        if gate.send(Side::Client, &line).is_err() {
+            break;
+        }
+    }
+    upstream::exit_code(status)
+}
+
+/// The client's stdout is closed; nothing more can be delivered to it.
+struct ClientGone;
+
+/// Relays lines read from `from` until its input ends or the client is gone.
+pub fn pump(gate: &Gate, from: Side, input: impl BufRead) -> Event {
+    let checks = match from {
+        Side::Client => chain::INBOUND,
+        Side::Upstream => chain::OUTBOUND,
+    };
+    let mut reader = LineReader::new(input, gate.config.max_message_bytes);
+    let mut n_line: u64 = 0;
+    loop {
+        let read = match reader.next() {
+            Ok(Some(read)) => read,
+            Ok(None) => break,
+            Err(err) => {
+                warn!("reading from the {}: {err}", from.name());
+                break;
+            }
+        };
+        n_line += 1;
+        let res = match read {
+            Read::Line(line) => relay_line(gate, checks, from, n_line, line),
+            Read::TooLong(oversize) => {
+                let error = frame::FrameError::TooLong {
+                    len: oversize.len,
+                    limit: gate.config.max_message_bytes,
+                };
+                let shape = shape(oversize.has_method, oversize.id.is_some());
+                let line = Line { from, n: n_line };
+                let reason = error.to_string();
+                let id = oversize.id.as_deref();
+                refuse(
+                    gate,
+                    line,
+                    Refusal {
+                        shape,
+                        id,
+                        code: error.code(),
+                        reason: &reason,
+                        answer_null: false,
+                    },
+                )
+            }
+        };
+        if res.is_err() {
+            return Event::ClientGone;
+        }
+    }
+    match from {
+        Side::Client => Event::ClientEof,
+        Side::Upstream => Event::UpstreamEof,
+    }
+}
+
+/// Where a line came from, for replies and log lines.
+#[derive(Clone, Copy)]
+struct Line {
+    from: Side,
+    n: u64,
+}
+
+fn relay_line(
+    gate: &Gate,
+    checks: &[Check],
+    from: Side,
+    n: u64,
+    bytes: &[u8],
+) -> Result<(), ClientGone> {
+    let line = Line { from, n };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        debug!("{} line {n}: blank; skipped", from.name());
+        return Ok(());
+    }
+    let msg = match frame::parse(bytes) {
+        Ok(msg) => msg,
+        Err(rejected) => {
+            let id = rejected.id.map(frame::id_key);
+            let shape = shape(rejected.has_method, id.is_some());
+            let (code, reason) = (rejected.error.code(), rejected.error.to_string());
+            let id = id.as_deref();
+            return refuse(
+                gate,
+                line,
+                Refusal {
+                    shape,
+                    id,
+                    code,
+                    reason: &reason,
+                    answer_null: true,
+                },
+            );
+        }
+    };
+    let id = msg.id.map(frame::id_key);
+    if let Err(deny) = chain::run(checks, gate, &msg) {
+        let shape = shape(msg.kind != Kind::Response, id.is_some());
+        let refusal = Refusal {
+            shape,
+            id: id.as_deref(),
+            code: deny.code,
+            reason: &deny.reason,
+            answer_null: false,
+        };
+        return refuse(gate, line, refusal);
+    }
+    match (msg.kind, id.as_deref()) {
+        (Kind::Request, Some(id)) => {
+            if !gate.open_request(from, id) {
+                let reason = format!("request id {id} is already in use by an unanswered request");
+                let refusal = Refusal {
+                    shape: Shape::Request,
+                    id: Some(id),
+                    code: INVALID_REQUEST,
+                    reason: &reason,
+                    answer_null: false,
+                };
+                return refuse(gate, line, refusal);
+            }
+        }
+        (Kind::Response, Some(id)) => match gate.close_request(from.other(), id) {
+            Closed::Open => {}
+            Closed::Cancelled => debug!(
+                "{} line {n}: late response to cancelled request {id}",
+                from.name()
+            ),
+            Closed::Unknown => {
+                warn!(
+                    "{} line {n}: response to id {id}, which no open request has; dropped",
+                    from.name()
+                );
+                return Ok(());
+            }
+        },
+        _ if msg.method() == "notifications/cancelled" => {
+            // Only the sender of a request may cancel it, and only while it is open. A
+            // cancellation for anything else (answered, refused by mcpdome, never sent) has
+            // nobody to tell.
+            match cancelled_request(&msg) {
+                Some(id) if gate.cancel_request(from, &id) => {}
+                _ => {
+                    debug!(
+                        "{} line {n}: cancellation of a request that is not open; dropped",
+                        from.name()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        _ => {}
+    }
+    match gate.send(from.other(), bytes) {
+        Ok(()) => Ok(()),
+        Err(_) if from == Side::Upstream => Err(ClientGone),
+        Err(err) => {
+            debug!("client line {n}: not delivered to the upstream: {err}");
+            match (msg.kind, id.as_deref()) {
+                (Kind::Request, Some(id)) if gate.close_request(from, id) == Closed::Open => {
+                    let reason = format!("the upstream server is not accepting messages ({err})");
+                    reply(gate, Side::Client, Some(id), UPSTREAM_GONE, &reason)
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// The `requestId` of a `notifications/cancelled`, as an id key.
+fn cancelled_request(msg: &frame::Msg<'_>) -> Option<String> {
+    let params: serde_json::Value = serde_json::from_str(msg.params?.get()).ok()?;
+    match params.get("requestId")? {
+        id @ serde_json::Value::String(_) => Some(id.to_string()),
+        serde_json::Value::Number(n) if n.is_i64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A refused line: what it was and why it was refused.
+struct Refusal<'a> {
+    shape: Shape,
+    id: Option<&'a str>,
+    code: i32,
+    reason: &'a str,
+    /// A client line that is not a message at all: JSON-RPC answers it with id `null`.
+    answer_null: bool,
+}
+
+/// What a refused line was, as far as it could be read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Has a method and an id: its sender waits for an answer.
+    Request,
+    /// Has an id and no method: the other side waits for it.
+    Response,
+    /// A notification, or a line too broken to tell.
+    Other,
+}
+
+fn shape(has_method: bool, has_id: bool) -> Shape {
+    match (has_method, has_id) {
+        (true, true) => Shape::Request,
+        (false, true) => Shape::Response,
+        _ => Shape::Other,
+    }
+}
+
+/// Keeps a refused line from the other side and makes sure nobody waits for it: a request is
+/// answered with an error; a response becomes an error for the request it answered; a line from
+/// the client that could not even be read as a message gets an error with id `null`, as
+/// JSON-RPC prescribes (`answer_null`); everything else is dropped. One log line says which.
+fn refuse(gate: &Gate, line: Line, refusal: Refusal<'_>) -> Result<(), ClientGone> {
+    let Line { from, n } = line;
+    let Refusal {
+        shape,
+        id,
+        code,
+        reason,
+        answer_null,
+    } = refusal;
+    let who = from.name();
+    match (shape, id) {
+        (Shape::Request, Some(id)) => {
+            warn!("{who} line {n}: {reason}; answered request {id} with error {code}");
+            reply(gate, from, Some(id), code, reason)
+        }
+        (Shape::Response, Some(id)) => {
+            if gate.close_request(from.other(), id) != Closed::Open {
+                warn!("{who} line {n}: {reason}; dropped (a response to no open request)");
+                return Ok(());
+            }
+            warn!(
+                "{who} line {n}: {reason}; answered the {}'s request {id} with error {code}",
+                from.other().name()
+            );
+            let reason = format!("the {who}'s response was refused: {reason}");
+            reply(gate, from.other(), Some(id), code, &reason)
+        }
+        _ if from == Side::Client && answer_null => {
+            warn!("{who} line {n}: {reason}; answered with error {code} (id null)");
+            reply(gate, from, None, code, reason)
+        }
+        _ => {
+            warn!("{who} line {n}: {reason}; dropped");
+            Ok(())
+        }
+    }
+}
+
+/// Sends a JSON-RPC error to `to`. Only a failure to reach the client matters to the caller.
+fn reply(
+    gate: &Gate,
+    to: Side,
+    id: Option<&str>,
+    code: i32,
+    reason: &str,
+) -> Result<(), ClientGone> {
+    match gate.send(to, &chain::error_line(id, code, reason)) {
+        Ok(()) => Ok(()),
+        Err(_) if to == Side::Client => Err(ClientGone),
+        Err(err) => {
+            debug!("error reply not delivered to the upstream: {err}");
+            Ok(())
+        }
+    }
+}
