@@ -1,0 +1,1 @@
+//! Text → the forms an attacker hides it in (see the ward).

@@ -1,0 +1,1 @@
+//! The ward's detectors, compiled once at start-up.
