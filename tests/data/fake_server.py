@@ -1,0 +1,154 @@
+"""A scripted fake MCP server on stdio for mcpdome's integration tests (Python 3 stdlib only).
+
+It reads one JSON-RPC message per line from stdin and acts on its method. Every answer is one
+line written with a single write and flushed, so the tests can predict stdout exactly.
+
+Methods (request = has an id; a notification gets the same action without the answer):
+
+  fake/say      write params.out to stdout verbatim (the test supplies every byte, newlines too)
+  fake/reply    answer with params.raw written verbatim instead of a generated response
+  fake/stderr   write params.text to stderr verbatim, then answer
+  fake/hold     do not answer yet
+  fake/release  answer every held request (oldest first), then this one
+  fake/twice    answer twice
+  fake/crash    exit with status params.code (default 3) without answering
+  fake/roots    send the client {"jsonrpc":"2.0","id":0,"method":"roots/list"}; when the client's
+                response with id 0 arrives, answer with {"client_said": <that raw line>}
+  fake/big      answer with {"pad": "x" * params.n}
+  fake/spawn    start `sleep 60` as a child that outlives us (stdin/stderr to /dev/null, stdout
+                to /dev/null unless params.keep_stdout), write its pid to params.pidfile, then
+                answer with {"pid": N}
+  anything else answered with {"echo": <the raw request line, minus its "\\n">}; notifications
+                and responses are only logged
+
+Flags:
+  --log FILE      append every line received, byte for byte, to FILE (flushed before acting)
+  --stderr TEXT   write TEXT and a newline to stderr at start
+  --eof-exit N    on stdin EOF, answer held requests and exit with status N (default 0)
+  --ignore-eof    on stdin EOF, keep running without answering anything
+  --ignore-term   ignore SIGTERM (inherited by fake/spawn's child), so only SIGKILL ends us
+"""
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--log")
+    parser.add_argument("--stderr")
+    parser.add_argument("--eof-exit", type=int, default=0)
+    parser.add_argument("--ignore-eof", action="store_true")
+    parser.add_argument("--ignore-term", action="store_true")
+    opts = parser.parse_args()
+
+    if opts.ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if opts.stderr is not None:
+        err(opts.stderr + "\n")
+    log = open(opts.log, "ab") if opts.log else None
+
+    held = []  # (id, raw line) of requests not answered yet
+    waiting_roots = []  # ids of fake/roots requests waiting for the client's answer
+
+    while True:
+        raw = sys.stdin.buffer.readline()
+        if not raw:
+            break
+        if log:
+            log.write(raw)
+            log.flush()
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(msg, dict):
+            continue
+        method = msg.get("method")
+        has_id = "id" in msg
+        rid = msg.get("id")
+        params = msg.get("params") or {}
+        if method is None:
+            # A response from the client, to our roots/list.
+            if rid == 0 and waiting_roots:
+                answer(waiting_roots.pop(0), {"client_said": text(raw)})
+            continue
+
+        if method == "fake/say":
+            out(params["out"].encode())
+        elif method == "fake/crash":
+            sys.exit(params.get("code", 3))
+        elif not has_id:
+            continue
+        elif method == "fake/reply":
+            out(params["raw"].encode())
+        elif method == "fake/stderr":
+            err(params["text"])
+            answer(rid, {"echo": text(raw)})
+        elif method == "fake/hold":
+            held.append((rid, raw))
+        elif method == "fake/release":
+            for hid, hraw in held:
+                answer(hid, {"echo": text(hraw)})
+            held.clear()
+            answer(rid, {"echo": text(raw)})
+        elif method == "fake/twice":
+            answer(rid, {"echo": text(raw)})
+            answer(rid, {"echo": text(raw)})
+        elif method == "fake/roots":
+            waiting_roots.append(rid)
+            out(b'{"jsonrpc":"2.0","id":0,"method":"roots/list"}\n')
+        elif method == "fake/big":
+            answer(rid, {"pad": "x" * params["n"]})
+        elif method == "fake/spawn":
+            keep = params.get("keep_stdout", False)
+            child = subprocess.Popen(
+                ["sleep", "60"],
+                stdin=subprocess.DEVNULL,
+                stdout=None if keep else subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            with open(params["pidfile"], "w") as f:
+                f.write(str(child.pid))
+            answer(rid, {"pid": child.pid})
+        else:
+            answer(rid, {"echo": text(raw)})
+
+    if opts.ignore_eof:
+        while True:
+            time.sleep(3600)
+    for hid, hraw in held:
+        answer(hid, {"echo": text(hraw)})
+    sys.exit(opts.eof_exit)
+
+
+def text(raw):
+    """The line as a string, without its trailing newline (a CR before it stays)."""
+    return raw.decode("utf-8", "surrogateescape").removesuffix("\n")
+
+
+def dumps(value):
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def answer(rid, result):
+    line = '{"jsonrpc":"2.0","id":%s,"result":%s}\n' % (dumps(rid), dumps(result))
+    out(line.encode("utf-8", "surrogateescape"))
+
+
+def out(data):
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def err(data):
+    sys.stderr.write(data)
+    sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    main()
