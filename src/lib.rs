@@ -42,13 +42,19 @@
 
 pub mod log;
 
-pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod frame;
-pub mod fuzz;
+pub mod chain;
 pub mod gate;
+pub mod glob;
+pub mod auth;
+pub mod throttle;
+pub mod normalize;
+pub mod scan;
+pub mod ledger;
 pub mod relay;
-pub mod signal;
 pub mod upstream;
+pub mod signal;
+pub mod fuzz;

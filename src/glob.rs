@@ -1,0 +1,180 @@
+//! `allow_glob` and name patterns: a small matcher with no dependencies.
+//!
+//! `*` matches any run of characters except `/`, `**` any run including `/`, `?` one character
+//! other than `/`. Everything else is literal; there are no classes or braces, so a pattern means
+//! what it looks like. Paths are normalised lexically before they are matched ([`normalize_path`]):
+//! `/tmp/../etc/passwd` is `/etc/passwd`, so `..` cannot walk out of an allowed directory. Symbolic
+//! links are not resolved: the gateway does not see the server's filesystem.
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Glob {
+    pattern: String,
+}
+
+impl Glob {
+    pub fn new(pattern: &str) -> Glob {
+        Glob { pattern: pattern.to_owned() }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Matches a name (a tool, prompt or resource name): `*` may cross `/` here, since names are
+    /// not paths.
+    pub fn matches_name(&self, name: &str) -> bool {
+        if self.pattern == "*" {
+            return true;
+        }
+        matches(self.pattern.as_bytes(), name.as_bytes(), true)
+    }
+
+    /// Matches a path after normalising it; a path that climbs above `/` never matches.
+    pub fn matches_path(&self, path: &str) -> bool {
+        let Some(path) = normalize_path(path) else { return false };
+        matches_dirs(&self.pattern, path.as_bytes())
+    }
+}
+
+/// Resolves `.`, `..` and repeated `/` without touching the filesystem. `None` when `..` climbs
+/// above the root of an absolute path, or above the start of a relative one: such a path cannot
+/// be inside anything we could allow. A NUL byte also gives `None` (no file name contains one).
+pub fn normalize_path(path: &str) -> Option<String> {
+    if path.contains('\0') {
+        return None;
+    }
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            part => parts.push(part),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    if absolute {
+        out.push('/');
+    }
+    out.push_str(&parts.join("/"));
+    if path.ends_with('/') && !parts.is_empty() {
+        out.push('/');
+    }
+    Some(out)
+}
+
+/// `a/**/b` also matches `a/b`: try the pattern with each `/**/` read as `/` too. Patterns have at
+/// most a few of these, and the expansion is capped.
+fn matches_dirs(pattern: &str, text: &[u8]) -> bool {
+    if matches(pattern.as_bytes(), text, false) {
+        return true;
+    }
+    let mut start = 0;
+    let mut tries = 0;
+    while let Some(at) = pattern[start..].find("/**/") {
+        let at = start + at;
+        tries += 1;
+        if tries > 4 {
+            return false;
+        }
+        let shorter = format!("{}{}", &pattern[..at], &pattern[at + 3..]);
+        if matches_dirs(&shorter, text) {
+            return true;
+        }
+        start = at + 1;
+    }
+    false
+}
+
+/// Iterative wildcard matching with backtracking to the last star: linear in practice and never
+/// exponential, whatever the pattern.
+fn matches(pattern: &[u8], text: &[u8], star_crosses_slash: bool) -> bool {
+    // (pattern index after the star, text index the star currently extends to, crosses '/')
+    let mut star: Option<(usize, usize, bool)> = None;
+    let (mut p, mut t) = (0, 0);
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            let double = pattern.get(p + 1) == Some(&b'*');
+            p += if double { 2 } else { 1 };
+            star = Some((p, t, double || star_crosses_slash));
+            continue;
+        }
+        if p < pattern.len() && (pattern[p] == text[t] || pattern[p] == b'?' && text[t] != b'/') {
+            p += 1;
+            t += 1;
+            continue;
+        }
+        match star {
+            Some((star_p, star_t, crosses)) if crosses || text[star_t] != b'/' => {
+                star = Some((star_p, star_t + 1, crosses));
+                p = star_p;
+                t = star_t + 1;
+            }
+            _ => return false,
+        }
+    }
+    while p < pattern.len() && pattern[p] == b'*' {
+        p += 1;
+    }
+    p == pattern.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn path(pattern: &str, text: &str, expected: bool) {
+        assert_eq!(Glob::new(pattern).matches_path(text), expected, "{pattern} vs {text}");
+    }
+
+    #[test]
+    fn normalize() {
+        assert_eq!(normalize_path("/tmp/../etc/passwd").as_deref(), Some("/etc/passwd"));
+        assert_eq!(normalize_path("/tmp/./../../etc/x"), None);
+        assert_eq!(normalize_path("//etc/passwd").as_deref(), Some("/etc/passwd"));
+        assert_eq!(normalize_path("/tmp//a/./b/").as_deref(), Some("/tmp/a/b/"));
+        assert_eq!(normalize_path("a/../../b"), None);
+        assert_eq!(normalize_path("/").as_deref(), Some("/"));
+        assert_eq!(normalize_path("/tmp/a\0b"), None);
+    }
+
+    #[test]
+    fn paths() {
+        path("/tmp/**", "/tmp/a.txt", true);
+        path("/tmp/**", "/tmp/a/b/c", true);
+        path("/tmp/**", "/tmp", false);
+        path("/tmp/**", "/tmp/", true);
+        path("/tmp/**", "/tmp/../etc/passwd", false);
+        path("/tmp/**", "/tmp/./../../etc/x", false);
+        path("/tmp/**", "//etc/passwd", false);
+        path("/tmp/**", "/tmpfoo/x", false);
+        path("/tmp/**", "tmp/x", false);
+        path("/tmp/*", "/tmp/a", true);
+        path("/tmp/*", "/tmp/a/b", false);
+        path("/tmp/*.txt", "/tmp/a.txt", true);
+        path("/tmp/*.txt", "/tmp/a.txt.sh", false);
+        path("/tmp/?.txt", "/tmp/a.txt", true);
+        path("/tmp/?.txt", "/tmp/ab.txt", false);
+        path("/srv/**/logs/*", "/srv/logs/x", true);
+        path("/srv/**/logs/*", "/srv/a/b/logs/x", true);
+        path("/srv/**/logs/*", "/srv/a/b/logs/x/y", false);
+        path("/a/*b*c", "/a/xbybzc", true);
+    }
+
+    #[test]
+    fn names() {
+        let glob = Glob::new("git_*");
+        assert!(glob.matches_name("git_status"));
+        assert!(!glob.matches_name("github_status"));
+        assert!(Glob::new("*").matches_name("anything/at all"));
+        assert!(Glob::new("read_file").matches_name("read_file"));
+        assert!(!Glob::new("read_file").matches_name("read_file "));
+        assert!(Glob::new("file:///srv/*").matches_name("file:///srv/a/b"));
+        // Pathological patterns stay fast.
+        let text = "a".repeat(5000);
+        assert!(!Glob::new(&"*a".repeat(50)).matches_name(&(text + "b")));
+    }
+}
