@@ -1,4 +1,24 @@
-//! Identity: pre-shared keys → an identity with labels.
+//! Identity: who is calling, from a pre-shared key.
+//!
+//! A key is looked for, in this order, in the gateway's environment (`MCPDOME_TOKEN`, for hosts
+//! that start one gateway per server), in the `initialize` params (`_mcpdome_psk` or
+//! `_mcpdome_api_key`; it then holds for the session), and in a request's
+//! `_meta["mcpdome/token"]` (the stateless 2026-07-28 revision has no `initialize`). The first key
+//! found decides. A key that matches no configured key is refused, never treated as anonymous;
+//! no key at all is `anonymous`, which `[sentinel] allow_anonymous = false` refuses. Keys are
+//! removed from the message before it is forwarded, so the server never sees them.
+//!
+//! The file stores SHA-256 digests of keys; a presented key is hashed and compared with every
+//! configured digest in constant time, so timing tells nothing about which key came close.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::chain::{Ctx, Deny, AUTH_FAILED};
+use crate::frame::Kind;
+use crate::gate::{Gate, Side};
 
 /// Who is calling: `psk:<key_id>` (or `api_key:<key_id>`) with the key's labels, or
 /// `anonymous` with none.
@@ -11,5 +31,161 @@ pub struct Identity {
 impl Identity {
     pub fn anonymous() -> Identity {
         Identity { principal: "anonymous".to_owned(), labels: Vec::new() }
+    }
+}
+
+/// A configured key.
+#[derive(Debug)]
+pub struct Key {
+    pub key_id: String,
+    pub secret_sha256: [u8; 32],
+    pub identity: Arc<Identity>,
+}
+
+/// The params fields that carry a key in `initialize`.
+const INIT_KEY_FIELDS: [&str; 2] = ["_mcpdome_psk", "_mcpdome_api_key"];
+/// The `_meta` field that carries a key on any request.
+pub const META_KEY_FIELD: &str = "mcpdome/token";
+
+/// Resolves the identity of a client request, strips any key from it, and refuses wrong keys
+/// and (when so configured) anonymous callers.
+pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+    if ctx.from != Side::Client || ctx.msg.kind != Kind::Request {
+        return Ok(());
+    }
+    let is_initialize = ctx.msg.method() == "initialize";
+    // Strip every key the message carries, whichever one decides.
+    let mut init_key = None;
+    let mut meta_key = None;
+    if ctx.msg.params.is_some_and(|raw| raw.get().contains("mcpdome")) {
+        let params = ctx.params_mut()?;
+        if let Some(Value::Object(map)) = params {
+            for field in INIT_KEY_FIELDS {
+                if let Some(value) = map.remove(field) {
+                    init_key = Some(value);
+                }
+            }
+            if let Some(Value::Object(meta)) = map.get_mut("_meta") {
+                meta_key = meta.remove(META_KEY_FIELD);
+            }
+            ctx.changed |= init_key.is_some() || meta_key.is_some();
+        }
+    }
+    let settings = &ctx.settings;
+    let lookup = |token: &Value| -> Result<Arc<Identity>, Deny> {
+        let token = token.as_str().ok_or_else(|| Deny::new(AUTH_FAILED, "the key must be a string"))?;
+        settings.identity_for(token).ok_or_else(|| Deny::new(AUTH_FAILED, "unknown key"))
+    };
+    let identity = if let Some(token) = &gate.config.env_token {
+        // A key in the environment was put there by the host; it wins, but a wrong key in the
+        // message is still refused.
+        for presented in [&init_key, &meta_key].into_iter().flatten() {
+            lookup(presented)?;
+        }
+        settings.identity_for(token).ok_or_else(|| Deny::new(AUTH_FAILED, "MCPDOME_TOKEN matches no configured key"))?
+    } else if let Some(token) = init_key.as_ref().filter(|_| is_initialize) {
+        lookup(token)?
+    } else if let Some(token) = &init_key {
+        // `_mcpdome_psk` outside initialize: accepted as a per-request key.
+        lookup(token)?
+    } else if let Some(token) = &meta_key {
+        lookup(token)?
+    } else if let Some(identity) = gate.session_identity() {
+        identity
+    } else {
+        if !settings.allow_anonymous {
+            return Err(Deny::new(AUTH_FAILED, "a key is required ([sentinel] allow_anonymous = false)"));
+        }
+        gate.anonymous()
+    };
+    if is_initialize {
+        // Recorded when the request is allowed through the whole chain (see `relay`), so a denied
+        // initialize leaves no session behind.
+        ctx.session_identity = init_key.is_some() || gate.config.env_token.is_some();
+    }
+    ctx.identity = Some(identity);
+    Ok(())
+}
+
+/// The identity for a presented key, comparing against every configured digest.
+pub fn find_key(keys: &[Key], token: &str) -> Option<Arc<Identity>> {
+    let digest = sha256(token.as_bytes());
+    let mut found = None;
+    for key in keys {
+        // Look at every key and every byte, whatever matched before.
+        if constant_time_eq(&digest, &key.secret_sha256) {
+            found = Some(Arc::clone(&key.identity));
+        }
+    }
+    found
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&sha256(bytes))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+pub fn parse_sha256_hex(text: &str) -> Option<[u8; 32]> {
+    let text = text.as_bytes();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (idx, pair) in text.chunks(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16);
+        out[idx] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(out)
+}
+
+/// A fresh 256-bit key from the kernel's random source, as 64 hex digits.
+pub fn generate_key() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let digest = sha256(b"abc");
+        assert_eq!(hex(&digest), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(parse_sha256_hex(&hex(&digest)), Some(digest));
+        assert_eq!(parse_sha256_hex("zz"), None);
+        assert_eq!(parse_sha256_hex(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn keys() {
+        let identity = Arc::new(Identity { principal: "psk:ci".to_owned(), labels: vec!["role:ci".to_owned()] });
+        let keys = vec![Key { key_id: "ci".to_owned(), secret_sha256: sha256(b"s3cret"), identity: identity.clone() }];
+        assert_eq!(find_key(&keys, "s3cret"), Some(identity));
+        assert_eq!(find_key(&keys, "s3cre"), None);
+        assert_eq!(find_key(&keys, ""), None);
+        let key = generate_key().unwrap();
+        assert_eq!(key.len(), 64);
+        assert_ne!(key, generate_key().unwrap());
     }
 }

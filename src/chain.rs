@@ -1,53 +1,363 @@
-//! The interceptor chain: which checks a message passes through, and how a refusal is worded on
-//! the wire.
+//! The interceptor chain: which checks a message passes through, what they share, and how a
+//! refusal is worded on the wire.
 //!
-//! A check is a plain function. It returns `Err(Deny)` to refuse a message; that is a verdict,
-//! not a failure of the gateway. The relay runs `INBOUND` on messages from the client and
-//! `OUTBOUND` on messages from the upstream, in order, stopping at the first `Deny`. New
-//! behaviour is a new function in one of these arrays.
+//! A check is a plain function of the gate and the message's [`Ctx`]. It returns `Err(Deny)` to
+//! refuse the message; that is a verdict, not a failure of the gateway. The relay runs
+//! [`INBOUND`] on messages from the client and [`OUTBOUND`] on messages from the upstream, in
+//! order, stopping at the first `Deny`. New behaviour is a new function in one of these arrays.
 //!
-//! The arrays are empty in this version: mcpdome relays transparently, checking only framing
-//! (in `frame`) and request bookkeeping (in `relay`). Identity, throttle, policy, ward and pin
-//! checks slot in here, in that order.
+//! Checks look at the borrowed message view and, when they must, at its params parsed on demand
+//! ([`Ctx::action`], [`Ctx::arguments`]). Parsing is strict: a key given twice anywhere the
+//! gateway looks is refused, because the server might read the other copy. A check that must
+//! change the message (strip a key, filter a list) edits [`Ctx::params_mut`] or
+//! [`Ctx::result_mut`]; only then is the message re-serialised.
 
-use crate::frame::Msg;
-use crate::gate::Gate;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
 
-pub type Check = fn(&Gate, &Msg<'_>) -> Result<(), Deny>;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
-/// Checks on client → upstream messages.
-pub const INBOUND: &[Check] = &[];
+use crate::auth::{self, Identity};
+use crate::config::Settings;
+use crate::frame::{Kind, Msg, INVALID_REQUEST};
+use crate::gate::{Gate, Open, Side};
+use crate::policy;
+use crate::throttle;
+
+pub type Check = fn(&Gate, &mut Ctx<'_>) -> Result<(), Deny>;
+
+/// Checks on client → upstream messages: who (identity), how often (throttle), whether they may
+/// (policy).
+pub const INBOUND: &[Check] = &[auth::check, throttle::check, policy::check];
 
 /// Checks on upstream → client messages.
-pub const OUTBOUND: &[Check] = &[];
+pub const OUTBOUND: &[Check] = &[policy::filter_tools];
 
-/// A refusal: the JSON-RPC error code and the reason given to the sender.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Deny {
-    pub code: i32,
-    pub reason: String,
-}
-
-pub fn run(checks: &[Check], gate: &Gate, msg: &Msg<'_>) -> Result<(), Deny> {
-    for check in checks {
-        check(gate, msg)?;
-    }
-    Ok(())
-}
+// JSON-RPC error codes of refusals. -32000 to -32019 are ours (JSON-RPC's implementation range,
+// minus -32001 (a timeout in the TypeScript SDK), -32002 (MCP's resource-not-found) and
+// -32020..-32099, which MCP reserves).
 
 /// The upstream is gone (exited, crashed or stopped reading) and cannot answer. The same code
 /// the TypeScript SDK uses for a closed connection.
 pub const UPSTREAM_GONE: i32 = -32000;
+/// The key is wrong, or a key is required and none was given.
+pub const AUTH_FAILED: i32 = -32010;
+/// A rate limit or budget is exhausted; `data.retry_after_ms` says when to try again.
+pub const RATE_LIMITED: i32 = -32011;
+/// The policy does not allow this action for this identity.
+pub const POLICY_DENIED: i32 = -32013;
+/// The params are not what the method needs (JSON-RPC's invalid params).
+pub const INVALID_PARAMS: i32 = -32602;
+
+/// A refusal: the JSON-RPC error code, the reason given to the sender, and what decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deny {
+    pub code: i32,
+    pub reason: String,
+    /// The rule id or limit that decided, for the ledger and `data.mcpdome.rule`.
+    pub rule: Option<String>,
+    /// Extra machine-readable fields for `error.data` (`retry_after_ms`).
+    pub data: Option<Value>,
+}
+
+impl Deny {
+    pub fn new(code: i32, reason: impl Into<String>) -> Deny {
+        Deny { code, reason: reason.into(), rule: None, data: None }
+    }
+
+    pub fn invalid(reason: impl Into<String>) -> Deny {
+        Deny::new(INVALID_REQUEST, reason)
+    }
+}
+
+/// One message on its way through the chain.
+pub struct Ctx<'a> {
+    pub from: Side,
+    pub msg: &'a Msg<'a>,
+    /// The settings in force for this message (a reload swaps them between messages).
+    pub settings: Arc<Settings>,
+    /// For a response: the request it answers.
+    pub request: Option<Open>,
+    /// For a client request: who sent it (set by `auth::check`).
+    pub identity: Option<Arc<Identity>>,
+    /// Set on an `initialize` whose identity should hold for the rest of the session.
+    pub session_identity: bool,
+    /// The rule that allowed the message, for the ledger.
+    pub rule: Option<String>,
+    /// The tool this message calls, for the ledger.
+    pub tool: Option<String>,
+    /// Whether a check changed params or result, so the message must be re-serialised.
+    pub changed: bool,
+    params: Option<Option<Value>>,
+    result: Option<Option<Value>>,
+}
+
+/// What a `tools/call`, `resources/read` or `prompts/get` asks for, borrowed from the params.
+#[derive(Debug, Default)]
+pub struct ActionParams<'a> {
+    pub name: Option<Cow<'a, str>>,
+    pub uri: Option<Cow<'a, str>>,
+    pub arguments: Option<&'a RawValue>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(from: Side, msg: &'a Msg<'a>, settings: Arc<Settings>, request: Option<Open>) -> Ctx<'a> {
+        Ctx {
+            from,
+            msg,
+            settings,
+            request,
+            identity: None,
+            session_identity: false,
+            rule: None,
+            tool: None,
+            changed: false,
+            params: None,
+            result: None,
+        }
+    }
+
+    /// `name`, `uri` and `arguments` of the params, read without building a tree. A key given
+    /// twice at this level is refused.
+    pub fn action(&self) -> Result<ActionParams<'a>, Deny> {
+        let Some(raw) = self.msg.params else { return Ok(ActionParams::default()) };
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        de.deserialize_map(ActionVisitor).map_err(|err| Deny::invalid(format!("params: {err}")))
+    }
+
+    /// The `arguments` of the params as a tree, strictly parsed (a key given twice at any depth
+    /// is refused).
+    pub fn arguments(&self) -> Result<Option<Value>, Deny> {
+        match self.action()?.arguments {
+            None => Ok(None),
+            Some(raw) => strict_value(raw.get()).map(Some).map_err(|err| Deny::invalid(format!("arguments: {err}"))),
+        }
+    }
+
+    /// The params as a tree, for a check that changes them; mark `changed` after editing.
+    pub fn params_mut(&mut self) -> Result<Option<&mut Value>, Deny> {
+        if self.params.is_none() {
+            let parsed = match self.msg.params {
+                None => None,
+                Some(raw) => Some(strict_value(raw.get()).map_err(|err| Deny::invalid(format!("params: {err}")))?),
+            };
+            self.params = Some(parsed);
+        }
+        Ok(self.params.as_mut().and_then(Option::as_mut))
+    }
+
+    /// The result as a tree, for a check that changes it; mark `changed` after editing.
+    pub fn result_mut(&mut self) -> Result<Option<&mut Value>, Deny> {
+        if self.result.is_none() {
+            let parsed = match self.msg.result {
+                None => None,
+                Some(raw) => Some(strict_value(raw.get()).map_err(|err| Deny::invalid(format!("result: {err}")))?),
+            };
+            self.result = Some(parsed);
+        }
+        Ok(self.result.as_mut().and_then(Option::as_mut))
+    }
+
+    /// The message as it leaves the gateway when a check changed it. Only the JSON-RPC members
+    /// are kept; members MCP does not define are dropped.
+    pub fn rewritten(&self) -> Vec<u8> {
+        let msg = self.msg;
+        let mut out = Map::new();
+        out.insert("jsonrpc".to_owned(), Value::String("2.0".to_owned()));
+        if let Some(id) = msg.id {
+            out.insert("id".to_owned(), serde_json::from_str(id.get()).unwrap_or(Value::Null));
+        }
+        if let Some(method) = &msg.method {
+            out.insert("method".to_owned(), Value::String(method.to_string()));
+        }
+        let reparse = |raw: Option<&RawValue>| raw.and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
+        let params = match &self.params {
+            Some(edited) => edited.clone(),
+            None => reparse(msg.params),
+        };
+        if let Some(params) = params {
+            out.insert("params".to_owned(), params);
+        }
+        if msg.kind == Kind::Response {
+            match (&self.result, msg.error) {
+                (_, Some(error)) => {
+                    out.insert("error".to_owned(), reparse(Some(error)).unwrap_or(Value::Null));
+                }
+                (Some(edited), None) => {
+                    out.insert("result".to_owned(), edited.clone().unwrap_or(Value::Null));
+                }
+                (None, None) => {
+                    out.insert("result".to_owned(), reparse(msg.result).unwrap_or(Value::Null));
+                }
+            }
+        }
+        let mut line = serde_json::to_vec(&Value::Object(out)).expect("a Value always serialises");
+        line.push(b'\n');
+        line
+    }
+}
+
+pub fn run(checks: &[Check], gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+    for check in checks {
+        check(gate, ctx)?;
+    }
+    Ok(())
+}
 
 /// The one place a refusal becomes bytes: a JSON-RPC error response line for `id` (JSON text;
 /// `None` gives `null`, for lines whose id could not be read).
 pub fn error_line(id: Option<&str>, code: i32, reason: &str) -> Vec<u8> {
-    let message = serde_json::Value::String(format!("mcpdome: {reason}"));
+    deny_line(id, &Deny::new(code, reason))
+}
+
+/// A JSON-RPC error response for a [`Deny`]: `message` is the reason, and `data.mcpdome` carries
+/// the rule and any extra fields when there are some.
+pub fn deny_line(id: Option<&str>, deny: &Deny) -> Vec<u8> {
+    let message = Value::String(format!("mcpdome: {}", deny.reason));
+    let mut data = Map::new();
+    if let Some(rule) = &deny.rule {
+        data.insert("rule".to_owned(), Value::String(rule.clone()));
+    }
+    if let Some(Value::Object(extra)) = &deny.data {
+        data.extend(extra.clone());
+    }
+    let data = if data.is_empty() { String::new() } else { format!(",\"data\":{}", Value::Object(data)) };
     format!(
-        "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{{\"code\":{code},\"message\":{message}}}}}\n",
-        id.unwrap_or("null")
+        "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{{\"code\":{},\"message\":{message}{data}}}}}\n",
+        id.unwrap_or("null"),
+        deny.code
     )
     .into_bytes()
+}
+
+/// Parses JSON into a `Value`, refusing an object that has a key twice, at any depth.
+/// serde_json's recursion limit (128) still applies.
+pub fn strict_value(text: &str) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = de::DeserializeSeed::deserialize(StrictSeed, &mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+struct StrictSeed;
+
+impl<'de> de::DeserializeSeed<'de> for StrictSeed {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
+        de.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictSeed)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(StrictSeed)?;
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("key \"{key}\" appears more than once")));
+            }
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+struct ActionVisitor;
+
+impl<'de> Visitor<'de> for ActionVisitor {
+    type Value = ActionParams<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ActionParams<'de>, A::Error> {
+        let mut out = ActionParams::default();
+        let mut seen = [false; 3];
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let slot = match key.as_ref() {
+                "name" => 0,
+                "uri" => 1,
+                "arguments" => 2,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                return Err(de::Error::custom(format_args!("key \"{key}\" appears more than once")));
+            }
+            let raw = map.next_value::<&'de RawValue>()?;
+            match slot {
+                0 => out.name = Some(string_of(raw).ok_or_else(|| de::Error::custom("\"name\" must be a string"))?),
+                1 => out.uri = Some(string_of(raw).ok_or_else(|| de::Error::custom("\"uri\" must be a string"))?),
+                _ => out.arguments = Some(raw).filter(|raw| raw.get() != "null"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The decoded text of a JSON string, borrowed unless it has escapes.
+fn string_of(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
 #[cfg(test)]
@@ -64,5 +374,35 @@ mod tests {
             error_line(None, -32700, "message is not valid JSON"),
             b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32700,\"message\":\"mcpdome: message is not valid JSON\"}}\n"
         );
+        let deny = Deny {
+            code: RATE_LIMITED,
+            reason: "slow down".to_owned(),
+            rule: Some("per_tool".to_owned()),
+            data: Some(serde_json::json!({"retry_after_ms": 250})),
+        };
+        assert_eq!(
+            String::from_utf8(deny_line(Some("7"), &deny)).unwrap(),
+            "{\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":-32011,\"message\":\"mcpdome: slow down\",\"data\":{\"retry_after_ms\":250,\"rule\":\"per_tool\"}}}\n"
+        );
+    }
+
+    #[test]
+    fn strict_parse() {
+        assert_eq!(strict_value(r#"{"a":[1,{"b":"c"}],"d":null}"#).unwrap(), serde_json::json!({"a":[1,{"b":"c"}],"d":null}));
+        assert_eq!(strict_value(r#"{"a":1,"a":2}"#).unwrap_err().to_string(), "key \"a\" appears more than once at line 1 column 13");
+        assert!(strict_value(r#"{"x":{"p":1,"\u0070":2}}"#).is_err());
+        assert!(strict_value(&format!("{}{}", "[".repeat(200), "]".repeat(200))).is_err());
+    }
+
+    #[test]
+    fn action_params() {
+        let parse = |text: &str| {
+            let mut de = serde_json::Deserializer::from_str(text);
+            de.deserialize_map(ActionVisitor).map(|a| (a.name.map(|n| n.into_owned()), a.arguments.map(|r| r.get().to_owned())))
+        };
+        assert_eq!(parse(r#"{"name":"read_file","arguments":{"path":"/tmp"},"_meta":{}}"#).unwrap(), (Some("read_file".to_owned()), Some(r#"{"path":"/tmp"}"#.to_owned())));
+        assert_eq!(parse(r#"{"name":"re\u0061d"}"#).unwrap(), (Some("read".to_owned()), None));
+        assert!(parse(r#"{"name":"a","name":"b"}"#).unwrap_err().to_string().starts_with("key \"name\" appears more than once"));
+        assert!(parse(r#"{"name":7}"#).is_err());
     }
 }

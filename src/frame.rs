@@ -263,6 +263,10 @@ fn is_json(text: &str) -> bool {
 /// are kept as written (`parse` refuses fractions and exponents).
 pub fn id_key(id: &RawValue) -> Cow<'_, str> {
     let text = id.get();
+    if text == "-0" {
+        // Peers that parse ids as numbers answer `-0` with `0`.
+        return Cow::Borrowed("0");
+    }
     if !text.contains('\\') {
         return Cow::Borrowed(text);
     }
@@ -724,6 +728,7 @@ mod tests {
         let key =
             |text: &str| id_key(serde_json::from_str::<&RawValue>(text).unwrap()).into_owned();
         assert_eq!(key("7"), "7");
+        assert_eq!(key("-0"), "0");
         assert_eq!(key("\"7\""), "\"7\"");
         assert_eq!(key(r#""\u0061b""#), "\"ab\"");
         assert_eq!(key(r#""a\"b""#), r#""a\"b""#);

@@ -14,13 +14,20 @@
 //!   to a short list of recent cancellations, so a late answer to it is still recognised while
 //!   a server that never answers a cancelled request costs no memory.
 //!
+//! - `settings`: the settings file's contents, replaced whole by a reload (main thread) and
+//!   cloned (an `Arc`) by each message, so a message sees one version from start to end.
+//! - `session`: the identity an allowed `initialize` established; written by the inbound thread,
+//!   read by it for later requests.
+//!
 //! Invariant: never hold two of these locks at once.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use crate::config::Config;
+use crate::auth::Identity;
+use crate::config::{Config, Settings};
+use crate::throttle::Throttle;
 
 /// One end of the relay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,14 +62,26 @@ pub type Writer = Box<dyn Write + Send>;
 
 pub struct Gate {
     pub config: Config,
+    settings: RwLock<Arc<Settings>>,
+    session: Mutex<Option<Arc<Identity>>>,
+    anonymous: Arc<Identity>,
+    pub throttle: Throttle,
     writers: [Mutex<Option<Writer>>; 2],
     requests: [Mutex<Requests>; 2],
+}
+
+/// What the gateway remembers of a request until it is answered.
+#[derive(Clone, Debug)]
+pub struct Open {
+    pub method: Box<str>,
+    /// Who sent it (client requests, when an identity was resolved).
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// Requests sent by one side.
 #[derive(Default)]
 struct Requests {
-    open: HashSet<String>,
+    open: HashMap<String, Open>,
     /// The most recent cancellations, oldest first, at most `MAX_CANCELLED`.
     cancelled: VecDeque<String>,
 }
@@ -71,10 +90,10 @@ struct Requests {
 const MAX_CANCELLED: usize = 256;
 
 /// What closing a request found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Closed {
     /// It was open: this is its answer.
-    Open,
+    Open(Open),
     /// It was cancelled recently: a late answer, which the spec tells the sender to ignore.
     Cancelled,
     /// No such request: never sent, or already answered.
@@ -82,9 +101,13 @@ pub enum Closed {
 }
 
 impl Gate {
-    pub fn new(config: Config, to_client: Writer, to_upstream: Writer) -> Gate {
+    pub fn new(config: Config, settings: Settings, to_client: Writer, to_upstream: Writer) -> Gate {
         Gate {
             config,
+            settings: RwLock::new(Arc::new(settings)),
+            session: Mutex::new(None),
+            anonymous: Arc::new(Identity::anonymous()),
+            throttle: Throttle::new(),
             writers: [Mutex::new(Some(to_client)), Mutex::new(Some(to_upstream))],
             requests: [Mutex::default(), Mutex::default()],
         }
@@ -115,20 +138,44 @@ impl Gate {
         lock(&self.writers[side.index()]).take();
     }
 
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Replaces the settings; messages already in the chain finish under the old ones.
+    pub fn replace_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(settings);
+    }
+
+    /// The identity established by `initialize`, if any.
+    pub fn session_identity(&self) -> Option<Arc<Identity>> {
+        lock(&self.session).clone()
+    }
+
+    pub fn set_session_identity(&self, identity: Arc<Identity>) {
+        *lock(&self.session) = Some(identity);
+    }
+
+    pub fn anonymous(&self) -> Arc<Identity> {
+        Arc::clone(&self.anonymous)
+    }
+
     /// Records a request sent by `from`; false if that id is already open in that direction.
-    pub fn open_request(&self, from: Side, id: &str) -> bool {
+    pub fn open_request(&self, from: Side, id: &str, open: Open) -> bool {
         let mut requests = lock(&self.requests[from.index()]);
-        if requests.open.contains(id) {
+        if requests.open.contains_key(id) {
             return false;
         }
-        requests.open.insert(id.to_owned())
+        requests.open.insert(id.to_owned(), open);
+        true
     }
 
     /// Closes a request sent by `from` because its answer arrived (or will never be delivered).
     pub fn close_request(&self, from: Side, id: &str) -> Closed {
         let mut requests = lock(&self.requests[from.index()]);
-        if requests.open.remove(id) {
-            return Closed::Open;
+        if let Some(open) = requests.open.remove(id) {
+            return Closed::Open(open);
         }
         match requests.cancelled.iter().position(|it| it == id) {
             Some(idx) => {
@@ -142,7 +189,7 @@ impl Gate {
     /// Marks a request sent by `from` as cancelled by its sender; false if it was not open.
     pub fn cancel_request(&self, from: Side, id: &str) -> bool {
         let mut requests = lock(&self.requests[from.index()]);
-        let Some(id) = requests.open.take(id) else {
+        let Some((id, _)) = requests.open.remove_entry(id) else {
             return false;
         };
         if requests.cancelled.len() == MAX_CANCELLED {
@@ -154,7 +201,7 @@ impl Gate {
 
     /// Takes every open request sent by `from`, so the caller can answer each one.
     pub fn drain_requests(&self, from: Side) -> Vec<String> {
-        lock(&self.requests[from.index()]).open.drain().collect()
+        lock(&self.requests[from.index()]).open.drain().map(|(id, _)| id).collect()
     }
 }
 

@@ -49,6 +49,7 @@ pub mod frame;
 pub mod chain;
 pub mod gate;
 pub mod glob;
+pub mod policy;
 pub mod auth;
 pub mod throttle;
 pub mod normalize;

@@ -40,8 +40,8 @@ fn run() -> Result<u8, Error> {
         }
         Command::Proxy(args) => {
             log::set_level(args.log_level);
-            let config = Config::load(&args)?;
-            for line in config.not_enforced() {
+            let (config, settings) = Config::load(&args)?;
+            for line in config.not_enforced().into_iter().map(str::to_owned).chain(settings.warnings.iter().cloned()) {
                 warn!("{line}");
             }
             // Before any thread or child exists, so that every thread inherits the mask.
@@ -51,7 +51,7 @@ fn run() -> Result<u8, Error> {
             // Our own handles on fds 0 and 1: unbuffered, and never locked by std's `Stdout`.
             let client_in = dup(io::stdin().as_fd(), "stdin")?;
             let to_client = dup(io::stdout().as_fd(), "stdout")?;
-            let gate = Gate::new(config, Box::new(to_client), Box::new(to_upstream));
+            let gate = Gate::new(config, settings, Box::new(to_client), Box::new(to_upstream));
             // One Gate for the life of the process, shared by both relay threads.
             let gate: &'static Gate = Box::leak(Box::new(gate));
             Ok(relay::run(gate, client_in, from_upstream, server, signals))

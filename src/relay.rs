@@ -23,9 +23,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::chain::{self, Check, UPSTREAM_GONE};
+use crate::chain::{self, Check, Ctx, Deny, UPSTREAM_GONE};
 use crate::frame::{self, Kind, LineReader, Read, INVALID_REQUEST};
-use crate::gate::{Closed, Gate, Side};
+use crate::gate::{Closed, Gate, Open, Side};
 use crate::signal::{self, Signals};
 use crate::upstream::{self, Upstream};
 use crate::{debug, info, warn};
@@ -200,13 +200,7 @@ struct Line {
     n: u64,
 }
 
-fn relay_line(
-    gate: &Gate,
-    checks: &[Check],
-    from: Side,
-    n: u64,
-    bytes: &[u8],
-) -> Result<(), ClientGone> {
+fn relay_line(gate: &Gate, checks: &[Check], from: Side, n: u64, bytes: &[u8]) -> Result<(), ClientGone> {
     let line = Line { from, n };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         debug!("{} line {n}: blank; skipped", from.name());
@@ -219,59 +213,46 @@ fn relay_line(
             let shape = shape(rejected.has_method, id.is_some());
             let (code, reason) = (rejected.error.code(), rejected.error.to_string());
             let id = id.as_deref();
-            return refuse(
-                gate,
-                line,
-                Refusal {
-                    shape,
-                    id,
-                    code,
-                    reason: &reason,
-                    answer_null: true,
-                },
-            );
+            return refuse(gate, line, Refusal { shape, id, code, reason: &reason, answer_null: true });
         }
     };
     let id = msg.id.map(frame::id_key);
-    if let Err(deny) = chain::run(checks, gate, &msg) {
-        let shape = shape(msg.kind != Kind::Response, id.is_some());
-        let refusal = Refusal {
-            shape,
-            id: id.as_deref(),
-            code: deny.code,
-            reason: &deny.reason,
-            answer_null: false,
+    // A response closes the request it answers before the checks run, so they can see what
+    // was asked (and a refused response still ends that request: see `refuse`).
+    let mut request = None;
+    if let (Kind::Response, Some(id)) = (msg.kind, id.as_deref()) {
+        match gate.close_request(from.other(), id) {
+            Closed::Open(open) => request = Some(open),
+            Closed::Cancelled => debug!("{} line {n}: late response to cancelled request {id}", from.name()),
+            Closed::Unknown => {
+                warn!("{} line {n}: response to id {id}, which no open request has; dropped", from.name());
+                return Ok(());
+            }
+        }
+    }
+    let mut ctx = Ctx::new(from, &msg, gate.settings(), request);
+    if let Err(deny) = chain::run(checks, gate, &mut ctx) {
+        let shape = match msg.kind {
+            Kind::Request => Shape::Request,
+            Kind::Response if ctx.request.is_some() => Shape::ClosedResponse,
+            _ => Shape::Other,
         };
-        return refuse(gate, line, refusal);
+        return refuse_with(gate, line, shape, id.as_deref(), &deny);
     }
     match (msg.kind, id.as_deref()) {
         (Kind::Request, Some(id)) => {
-            if !gate.open_request(from, id) {
+            let open = Open { method: msg.method().into(), identity: ctx.identity.clone() };
+            if !gate.open_request(from, id, open) {
                 let reason = format!("request id {id} is already in use by an unanswered request");
-                let refusal = Refusal {
-                    shape: Shape::Request,
-                    id: Some(id),
-                    code: INVALID_REQUEST,
-                    reason: &reason,
-                    answer_null: false,
-                };
+                let refusal = Refusal { shape: Shape::Request, id: Some(id), code: INVALID_REQUEST, reason: &reason, answer_null: false };
                 return refuse(gate, line, refusal);
             }
-        }
-        (Kind::Response, Some(id)) => match gate.close_request(from.other(), id) {
-            Closed::Open => {}
-            Closed::Cancelled => debug!(
-                "{} line {n}: late response to cancelled request {id}",
-                from.name()
-            ),
-            Closed::Unknown => {
-                warn!(
-                    "{} line {n}: response to id {id}, which no open request has; dropped",
-                    from.name()
-                );
-                return Ok(());
+            if ctx.session_identity {
+                if let Some(identity) = &ctx.identity {
+                    gate.set_session_identity(identity.clone());
+                }
             }
-        },
+        }
         _ if msg.method() == "notifications/cancelled" => {
             // Only the sender of a request may cancel it, and only while it is open. A
             // cancellation for anything else (answered, refused by mcpdome, never sent) has
@@ -279,25 +260,29 @@ fn relay_line(
             match cancelled_request(&msg) {
                 Some(id) if gate.cancel_request(from, &id) => {}
                 _ => {
-                    debug!(
-                        "{} line {n}: cancellation of a request that is not open; dropped",
-                        from.name()
-                    );
+                    debug!("{} line {n}: cancellation of a request that is not open; dropped", from.name());
                     return Ok(());
                 }
             }
         }
         _ => {}
     }
-    match gate.send(from.other(), bytes) {
+    let rewritten;
+    let out = if ctx.changed {
+        rewritten = ctx.rewritten();
+        &rewritten[..]
+    } else {
+        bytes
+    };
+    match gate.send(from.other(), out) {
         Ok(()) => Ok(()),
         Err(_) if from == Side::Upstream => Err(ClientGone),
         Err(err) => {
             debug!("client line {n}: not delivered to the upstream: {err}");
             match (msg.kind, id.as_deref()) {
-                (Kind::Request, Some(id)) if gate.close_request(from, id) == Closed::Open => {
+                (Kind::Request, Some(id)) if matches!(gate.close_request(from, id), Closed::Open(_)) => {
                     let reason = format!("the upstream server is not accepting messages ({err})");
-                    reply(gate, Side::Client, Some(id), UPSTREAM_GONE, &reason)
+                    reply(gate, Side::Client, Some(id), &Deny::new(UPSTREAM_GONE, reason))
                 }
                 _ => Ok(()),
             }
@@ -325,6 +310,28 @@ struct Refusal<'a> {
     answer_null: bool,
 }
 
+/// Refuses a message a check denied.
+fn refuse_with(gate: &Gate, line: Line, shape: Shape, id: Option<&str>, deny: &Deny) -> Result<(), ClientGone> {
+    let Line { from, n } = line;
+    let who = from.name();
+    let rule = deny.rule.as_deref().map(|rule| format!(" [{rule}]")).unwrap_or_default();
+    match (shape, id) {
+        (Shape::Request, Some(id)) => {
+            warn!("{who} line {n}: {}{rule}; answered request {id} with error {}", deny.reason, deny.code);
+            reply(gate, from, Some(id), deny)
+        }
+        (Shape::ClosedResponse, Some(id)) => {
+            let other = from.other().name();
+            warn!("{who} line {n}: {}{rule}; answered the {other}'s request {id} with error {}", deny.reason, deny.code);
+            reply(gate, from.other(), Some(id), deny)
+        }
+        _ => {
+            warn!("{who} line {n}: {}{rule}; dropped", deny.reason);
+            Ok(())
+        }
+    }
+}
+
 /// What a refused line was, as far as it could be read.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -332,6 +339,8 @@ enum Shape {
     Request,
     /// Has an id and no method: the other side waits for it.
     Response,
+    /// A response whose request was already closed when it was read: the other side waits.
+    ClosedResponse,
     /// A notification, or a line too broken to tell.
     Other,
 }
@@ -361,10 +370,10 @@ fn refuse(gate: &Gate, line: Line, refusal: Refusal<'_>) -> Result<(), ClientGon
     match (shape, id) {
         (Shape::Request, Some(id)) => {
             warn!("{who} line {n}: {reason}; answered request {id} with error {code}");
-            reply(gate, from, Some(id), code, reason)
+            reply(gate, from, Some(id), &Deny::new(code, reason))
         }
-        (Shape::Response, Some(id)) => {
-            if gate.close_request(from.other(), id) != Closed::Open {
+        (Shape::Response | Shape::ClosedResponse, Some(id)) => {
+            if !matches!(gate.close_request(from.other(), id), Closed::Open(_)) {
                 warn!("{who} line {n}: {reason}; dropped (a response to no open request)");
                 return Ok(());
             }
@@ -373,11 +382,11 @@ fn refuse(gate: &Gate, line: Line, refusal: Refusal<'_>) -> Result<(), ClientGon
                 from.other().name()
             );
             let reason = format!("the {who}'s response was refused: {reason}");
-            reply(gate, from.other(), Some(id), code, &reason)
+            reply(gate, from.other(), Some(id), &Deny::new(code, reason))
         }
         _ if from == Side::Client && answer_null => {
             warn!("{who} line {n}: {reason}; answered with error {code} (id null)");
-            reply(gate, from, None, code, reason)
+            reply(gate, from, None, &Deny::new(code, reason))
         }
         _ => {
             warn!("{who} line {n}: {reason}; dropped");
@@ -387,14 +396,8 @@ fn refuse(gate: &Gate, line: Line, refusal: Refusal<'_>) -> Result<(), ClientGon
 }
 
 /// Sends a JSON-RPC error to `to`. Only a failure to reach the client matters to the caller.
-fn reply(
-    gate: &Gate,
-    to: Side,
-    id: Option<&str>,
-    code: i32,
-    reason: &str,
-) -> Result<(), ClientGone> {
-    match gate.send(to, &chain::error_line(id, code, reason)) {
+fn reply(gate: &Gate, to: Side, id: Option<&str>, deny: &Deny) -> Result<(), ClientGone> {
+    match gate.send(to, &chain::deny_line(id, deny)) {
         Ok(()) => Ok(()),
         Err(_) if to == Side::Client => Err(ClientGone),
         Err(err) => {

@@ -3,10 +3,10 @@
 //! mcpdome must end its upstream when it is told to stop, so SIGTERM, SIGINT and SIGHUP are
 //! blocked in every thread ([`block`], called before any thread starts) and received
 //! synchronously by one thread with `sigwait` ([`wait`]). No signal handler runs, so there is no
-//! async-signal-safety to get wrong. std clears the signal mask in the children it spawns, so the
-//! upstream gets these signals normally. [`kill_group`] sends a signal to the upstream's whole
+//! async-signal-safety to get wrong. The upstream starts with an empty mask ([`prepare_child`]), so
+//! it gets these signals normally. [`kill_group`] sends a signal to the upstream's whole
 //! process group, because `npx server` is a tree of processes and `Child::kill` reaches only the
-//! first. [`die_with_parent`] asks the kernel to SIGKILL the upstream if mcpdome itself is killed
+//! first. [`prepare_child`] also asks the kernel to SIGKILL the upstream if mcpdome itself is killed
 //! with SIGKILL and never gets to clean up.
 #![allow(unsafe_code)]
 
@@ -67,13 +67,18 @@ pub fn kill_group(pgid: u32, sig: i32) {
     }
 }
 
-/// Makes the spawned process receive SIGKILL when the thread that spawned it dies.
-pub fn die_with_parent(command: &mut Command) {
+/// Prepares a process between fork and exec: it gets an empty signal mask (it would otherwise
+/// inherit the mask [`block`] set, and ignore SIGTERM), and it receives SIGKILL when the thread
+/// that spawned it dies, so killing mcpdome with SIGKILL cannot orphan it.
+pub fn prepare_child(command: &mut Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
-    // async-signal-safe and touches no memory of ours.
+    // SAFETY: the closure runs between fork and exec and only calls sigemptyset,
+    // pthread_sigmask and prctl, which are async-signal-safe and touch only its own stack.
     unsafe {
         command.pre_exec(|| {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
             Ok(())
         });

@@ -30,7 +30,7 @@ pub fn spawn(argv: &[OsString]) -> Result<(Upstream, ChildStdin, ChildStdout), E
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .process_group(0);
-    signal::die_with_parent(&mut command);
+    signal::prepare_child(&mut command);
     let mut child = command
         .spawn()
         .map_err(|err| Error::spawn(program.to_string_lossy(), err))?;

@@ -14,10 +14,12 @@ Methods (request = has an id; a notification gets the same action without the an
   fake/crash    exit with status params.code (default 3) without answering
   fake/roots    send the client {"jsonrpc":"2.0","id":0,"method":"roots/list"}; when the client's
                 response with id 0 arrives, answer with {"client_said": <that raw line>}
+  fake/closein  close stdin, answer, and keep running without reading (until a signal ends us)
   fake/big      answer with {"pad": "x" * params.n}
+  fake/sigmask  answer with {"blocked": <SigBlk of /proc/self/status: the blocked signals, hex>}
   fake/spawn    start `sleep 60` as a child that outlives us (stdin/stderr to /dev/null, stdout
                 to /dev/null unless params.keep_stdout), write its pid to params.pidfile, then
-                answer with {"pid": N}
+                answer with {"pid": <its pid>, "parent": <our pid>}
   anything else answered with {"echo": <the raw request line, minus its "\\n">}; notifications
                 and responses are only logged
 
@@ -31,6 +33,7 @@ Flags:
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -104,6 +107,13 @@ def main():
             out(b'{"jsonrpc":"2.0","id":0,"method":"roots/list"}\n')
         elif method == "fake/big":
             answer(rid, {"pad": "x" * params["n"]})
+        elif method == "fake/closein":
+            os.close(0)
+            answer(rid, {"echo": text(raw)})
+            while True:
+                time.sleep(3600)
+        elif method == "fake/sigmask":
+            answer(rid, {"blocked": status_field("SigBlk")})
         elif method == "fake/spawn":
             keep = params.get("keep_stdout", False)
             child = subprocess.Popen(
@@ -114,7 +124,7 @@ def main():
             )
             with open(params["pidfile"], "w") as f:
                 f.write(str(child.pid))
-            answer(rid, {"pid": child.pid})
+            answer(rid, {"pid": child.pid, "parent": os.getpid()})
         else:
             answer(rid, {"echo": text(raw)})
 
@@ -124,6 +134,16 @@ def main():
     for hid, hraw in held:
         answer(hid, {"echo": text(hraw)})
     sys.exit(opts.eof_exit)
+
+
+def status_field(name):
+    """A field of /proc/self/status."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key == name:
+                return value.strip()
+    return None
 
 
 def text(raw):

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 /// How long any one wait may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Short grace periods keep the shutdown tests fast (two graces before a SIGKILL).
+/// `--shutdown-grace` for tests whose server must be escalated to SIGTERM or SIGKILL: short, so
+/// they stay fast. A server that is meant to exit by itself gets the default (2s) instead, so a
+/// slow machine cannot turn its clean exit into a SIGTERM.
 pub const GRACE: &str = "300ms";
 
 pub const MCPDOME: &str = env!("CARGO_BIN_EXE_mcpdome");
@@ -103,12 +105,7 @@ impl Proxy {
             let _ = tx.send(all);
         });
         let stdin = child.stdin.take();
-        Proxy {
-            child,
-            stdin,
-            stdout,
-            stderr,
-        }
+        Proxy { child, stdin, stdout, stderr }
     }
 
     pub fn pid(&self) -> u32 {
@@ -183,10 +180,7 @@ impl Proxy {
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let stderr = self
-            .stderr
-            .recv_timeout(left)
-            .expect("mcpdome's stderr stayed open");
+        let stderr = self.stderr.recv_timeout(left).expect("mcpdome's stderr stayed open");
         Finished {
             code: status.code(),
             stdout,
@@ -217,11 +211,7 @@ impl Finished {
 #[track_caller]
 pub fn assert_bytes(actual: &[u8], expected: &[u8]) {
     if actual != expected {
-        panic!(
-            "bytes differ\n  actual: {}\nexpected: {}",
-            show(actual),
-            show(expected)
-        );
+        panic!("bytes differ\n  actual: {}\nexpected: {}", show(actual), show(expected));
     }
 }
 
@@ -229,10 +219,8 @@ pub fn assert_bytes(actual: &[u8], expected: &[u8]) {
 #[track_caller]
 pub fn assert_lines(actual: &[Vec<u8>], expected: &[&str]) {
     let actual: Vec<String> = actual.iter().map(|line| show(line)).collect();
-    let expected: Vec<String> = expected
-        .iter()
-        .map(|line| show(format!("{line}\n").as_bytes()))
-        .collect();
+    let expected: Vec<String> =
+        expected.iter().map(|line| show(format!("{line}\n").as_bytes())).collect();
     assert_eq!(actual, expected);
 }
 
@@ -284,10 +272,7 @@ pub fn round_trip(proxy: &mut Proxy, id: &str, method: &str) {
 #[track_caller]
 pub fn read_log(path: &Path) -> Vec<Vec<u8>> {
     let bytes = std::fs::read(path).unwrap_or_default();
-    bytes
-        .split_inclusive(|&b| b == b'\n')
-        .map(<[u8]>::to_vec)
-        .collect()
+    bytes.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect()
 }
 
 /// Waits until process `pid` is gone or a zombie (dead, waiting to be reaped by whoever
@@ -297,13 +282,11 @@ pub fn read_log(path: &Path) -> Vec<Vec<u8>> {
 pub fn assert_dies(pid: u32) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                // The state follows the command name, which is in parentheses.
-                let after = &stat[stat.rfind(')')? + 1..];
-                after.split_whitespace().next().map(str::to_owned)
-            });
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
+            // The state follows the command name, which is in parentheses.
+            let after = &stat[stat.rfind(')')? + 1..];
+            after.split_whitespace().next().map(str::to_owned)
+        });
         match state.as_deref() {
             None | Some("Z" | "X") => return,
             Some(state) if Instant::now() >= deadline => {
@@ -317,9 +300,5 @@ pub fn assert_dies(pid: u32) {
 /// Reads a pid that the fake server wrote.
 #[track_caller]
 pub fn read_pid(path: &Path) -> u32 {
-    std::fs::read_to_string(path)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("pid")
+    std::fs::read_to_string(path).expect("pid file").trim().parse().expect("pid")
 }

@@ -1,0 +1,19 @@
+//! mcpdome's one integration test crate. Most tests run the real binary with
+//! `tests/data/fake_server.py` as its upstream and compare exact bytes on each pipe.
+//!
+//! - `relay`: forwarding, refusals and request bookkeeping while both peers are up.
+//! - `lifecycle`: crash, client EOF, signals, and processes left behind.
+//! - `cli`: help, version and usage errors.
+
+mod util;
+
+mod relay;
+mod lifecycle;
+mod cli;
+
+/// Both relay threads share one `&Gate`.
+#[test]
+fn gate_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<mcpdome::gate::Gate>();
+}
