@@ -49,6 +49,8 @@ pub const AUTH_FAILED: i32 = -32010;
 pub const RATE_LIMITED: i32 = -32011;
 /// The policy does not allow this action for this identity.
 pub const POLICY_DENIED: i32 = -32013;
+/// The audit log could not be written, so the action is not taken.
+pub const AUDIT_FAILED: i32 = -32016;
 /// The params are not what the method needs (JSON-RPC's invalid params).
 pub const INVALID_PARAMS: i32 = -32602;
 

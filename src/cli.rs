@@ -23,12 +23,20 @@ mcpdome: a security gateway for MCP servers on stdio
 Usage:
   mcpdome proxy [OPTIONS] -- <COMMAND> [ARGS...]
   mcpdome proxy [OPTIONS] --upstream \"<COMMAND LINE>\"
+  mcpdome validate <FILE>
+  mcpdome explain --config <FILE> [--token <KEY>] --tool <NAME> [--args <JSON>]
+  mcpdome keygen [KEY_ID]
+  mcpdome verify-log <FILE> [--hmac-key-file <FILE>] [--expect-head <HASH>]
   mcpdome help [COMMAND]
   mcpdome --version
 
 Commands:
-  proxy     Start an MCP server and relay its stdio, checking every message
-  help      Print this help, or the help of a command
+  proxy       Start an MCP server and relay its stdio, checking every message
+  validate    Check a config file and summarise it
+  explain     Show what the policy decides for one call
+  keygen      Make a pre-shared key and its config entry
+  verify-log  Check the hash chain of an audit log
+  help        Print this help, or the help of a command
 
 Options:
   -h, --help       Print help
@@ -51,7 +59,11 @@ without expanding variables, globs or `~`.
 
 Options:
       --upstream <CMDLINE>        The server to start, as one command line
-      --config <FILE>             Policy and settings file (TOML)
+      --config <FILE>             Policy and settings file (TOML; default
+                                  ./mcpdome.toml when it exists). Re-read
+                                  when it changes and on SIGHUP
+      --ledger <FILE>             Audit log (NDJSON, hash-chained); overrides
+                                  [ledger] path
       --enable-ward               Scan messages for injection, exfiltration and secrets
       --enable-schema-pin         Pin tool definitions and refuse changed tools
       --enable-rate-limit         Apply default rate limits
@@ -67,8 +79,69 @@ Logs go to stderr; stdout carries MCP only. mcpdome exits with the server's exit
 status (128 + N if the server was ended by signal N), or 2 on a usage error.
 ";
 
+pub const HELP_VALIDATE: &str = "\
+mcpdome validate: check a config file
+
+Usage:
+  mcpdome validate <FILE>
+
+Prints every error as FILE:LINE:COL with the rule it is in, or a summary of what the
+file configures. Exits 0 when the file is valid, 2 when it is not.
+";
+
+pub const HELP_EXPLAIN: &str = "\
+mcpdome explain: show what the policy decides for one call, without running anything
+
+Usage:
+  mcpdome explain --config <FILE> [--token <KEY>] --tool <NAME> [--args <JSON>]
+  mcpdome explain --config <FILE> [--token <KEY>] --resource <URI>
+  mcpdome explain --config <FILE> [--token <KEY>] --prompt <NAME> [--args <JSON>]
+
+Options:
+      --config <FILE>   Config file (default ./mcpdome.toml)
+      --token <KEY>     The caller's pre-shared key (default: anonymous)
+      --tool <NAME>     A tools/call of this tool
+      --resource <URI>  A resources/read of this URI
+      --prompt <NAME>   A prompts/get of this prompt
+      --args <JSON>     The call's arguments object
+
+Prints the identity, the decision and the rule that made it. Exits 0 when allowed,
+1 when denied, 2 on a usage or config error.
+";
+
+pub const HELP_KEYGEN: &str = "\
+mcpdome keygen: make a new pre-shared key
+
+Usage:
+  mcpdome keygen [KEY_ID]
+
+Prints a fresh 256-bit key (give it to the client, e.g. as MCPDOME_TOKEN) and the
+[[psk]] entry to paste into the config, which stores only the key's SHA-256.
+";
+
+pub const HELP_VERIFY_LOG: &str = "\
+mcpdome verify-log: check the hash chain of an audit log
+
+Usage:
+  mcpdome verify-log <FILE> [--hmac-key-file <FILE>] [--expect-head <HASH>]
+
+Options:
+      --hmac-key-file <FILE>  The key the log was written with ([ledger] hmac_key_file)
+      --expect-head <HASH>    The hash the last line must have (catches a cut tail)
+
+Exits 0 when the chain is intact, 1 naming the first bad line otherwise.
+";
+
 pub enum Command {
     Proxy(ProxyArgs),
+    /// `validate FILE`: check a config file and summarise it.
+    Validate(PathBuf),
+    /// `explain`: what the policy decides for one call.
+    Explain(ExplainArgs),
+    /// `keygen [KEY_ID]`: a new pre-shared key and its config entry.
+    Keygen(Option<String>),
+    /// `verify-log FILE`: check a ledger's chain.
+    VerifyLog(VerifyLogArgs),
     /// `help`, `--help`: print the text for this command (`None` = top level).
     Help(Option<String>),
     Version,
@@ -84,6 +157,24 @@ pub struct ProxyArgs {
     pub max_message_bytes: usize,
     pub shutdown_grace: Duration,
     pub log_level: Level,
+    pub ledger: Option<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+pub struct ExplainArgs {
+    pub config: Option<PathBuf>,
+    pub token: Option<String>,
+    pub tool: Option<String>,
+    pub resource: Option<String>,
+    pub prompt: Option<String>,
+    pub args: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct VerifyLogArgs {
+    pub file: PathBuf,
+    pub hmac_key_file: Option<PathBuf>,
+    pub expect_head: Option<String>,
 }
 
 pub fn parse_env() -> Result<Command, Error> {
@@ -103,19 +194,40 @@ pub fn help_text(command: Option<&str>) -> Option<&'static str> {
     match command {
         None => Some(HELP),
         Some("proxy") => Some(HELP_PROXY),
+        Some("validate") => Some(HELP_VALIDATE),
+        Some("explain") => Some(HELP_EXPLAIN),
+        Some("keygen") => Some(HELP_KEYGEN),
+        Some("verify-log") => Some(HELP_VERIFY_LOG),
         Some("help") => Some(HELP),
         Some(_) => None,
     }
 }
 
 fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
-    while let Some(arg) = parser.next()? {
+    if let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(None)),
             Short('V') | Long("version") => return Ok(Command::Version),
             Value(command) => {
                 return match command.to_str() {
                     Some("proxy") => parse_proxy(&mut parser),
+                    Some("validate") => {
+                        let file = one_path(&mut parser, "validate", "FILE")?;
+                        Ok(Command::Validate(file))
+                    }
+                    Some("explain") => parse_explain(&mut parser),
+                    Some("keygen") => {
+                        let mut key_id = None;
+                        while let Some(arg) = parser.next()? {
+                            match arg {
+                                Short('h') | Long("help") => return Ok(Command::Help(Some("keygen".to_owned()))),
+                                Value(id) if key_id.is_none() => key_id = Some(id.string()?),
+                                _ => return Err(arg.unexpected().into()),
+                            }
+                        }
+                        Ok(Command::Keygen(key_id))
+                    }
+                    Some("verify-log") => parse_verify_log(&mut parser),
                     Some("help") => {
                         let topic = parser.next()?;
                         match topic {
@@ -137,6 +249,56 @@ fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
     ))
 }
 
+/// The single positional argument of a command.
+fn one_path(parser: &mut lexopt::Parser, command: &str, what: &str) -> Result<PathBuf, Error> {
+    let mut path = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Err(Error::usage(format!("usage: mcpdome {command} {what}"))),
+            Value(value) if path.is_none() => path = Some(PathBuf::from(value)),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    path.ok_or_else(|| Error::usage(format!("missing {what}: usage: mcpdome {command} {what}")))
+}
+
+fn parse_explain(parser: &mut lexopt::Parser) -> Result<Command, Error> {
+    let mut args = ExplainArgs::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(Some("explain".to_owned()))),
+            Long("config") => args.config = Some(parser.value()?.into()),
+            Long("token") => args.token = Some(parser.value()?.string()?),
+            Long("tool") => args.tool = Some(parser.value()?.string()?),
+            Long("resource") => args.resource = Some(parser.value()?.string()?),
+            Long("prompt") => args.prompt = Some(parser.value()?.string()?),
+            Long("args") => args.args = Some(parser.value()?.string()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let n_actions = [&args.tool, &args.resource, &args.prompt].iter().filter(|it| it.is_some()).count();
+    if n_actions != 1 {
+        return Err(Error::usage("explain needs exactly one of `--tool NAME`, `--resource URI`, `--prompt NAME`"));
+    }
+    Ok(Command::Explain(args))
+}
+
+fn parse_verify_log(parser: &mut lexopt::Parser) -> Result<Command, Error> {
+    let mut args = VerifyLogArgs::default();
+    let mut file = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(Some("verify-log".to_owned()))),
+            Long("hmac-key-file") => args.hmac_key_file = Some(parser.value()?.into()),
+            Long("expect-head") => args.expect_head = Some(parser.value()?.string()?),
+            Value(value) if file.is_none() => file = Some(PathBuf::from(value)),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    args.file = file.ok_or_else(|| Error::usage("missing FILE: usage: mcpdome verify-log FILE [--hmac-key-file K] [--expect-head HASH]"))?;
+    Ok(Command::VerifyLog(args))
+}
+
 fn parse_proxy(parser: &mut lexopt::Parser) -> Result<Command, Error> {
     let mut args = ProxyArgs {
         upstream: Vec::new(),
@@ -147,6 +309,7 @@ fn parse_proxy(parser: &mut lexopt::Parser) -> Result<Command, Error> {
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         shutdown_grace: Duration::from_secs(2),
         log_level: Level::Warn,
+        ledger: None,
     };
     let mut upstream_line: Option<String> = None;
     while let Some(arg) = parser.next()? {
@@ -154,6 +317,7 @@ fn parse_proxy(parser: &mut lexopt::Parser) -> Result<Command, Error> {
             Short('h') | Long("help") => return Ok(Command::Help(Some("proxy".to_owned()))),
             Long("upstream") => upstream_line = Some(parser.value()?.string()?),
             Long("config") => args.config = Some(parser.value()?.into()),
+            Long("ledger") => args.ledger = Some(parser.value()?.into()),
             Long("enable-ward") => args.enable_ward = true,
             Long("enable-schema-pin") => args.enable_schema_pin = true,
             Long("enable-rate-limit") => args.enable_rate_limit = true,

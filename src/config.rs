@@ -138,6 +138,98 @@ impl Settings {
     }
 }
 
+/// Hot reload: notices when the settings file changes and swaps the new settings in. The main
+/// thread polls it between waits; a file that fails to load leaves the old settings running.
+pub struct Watch {
+    path: PathBuf,
+    stamp: Option<(std::time::SystemTime, u64)>,
+}
+
+impl Watch {
+    pub fn new(path: &Path) -> Watch {
+        Watch { path: path.to_owned(), stamp: stamp(path) }
+    }
+
+    /// Whether the file's modification time or size changed since the last look.
+    pub fn changed(&mut self) -> bool {
+        let now = stamp(&self.path);
+        if now == self.stamp {
+            return false;
+        }
+        self.stamp = now;
+        true
+    }
+
+    pub fn reload(&mut self, gate: &crate::gate::Gate, why: &str) {
+        self.stamp = stamp(&self.path);
+        let name = self.path.display().to_string();
+        let (outcome, reason) = match Settings::load(&self.path, gate.config.enable_rate_limit) {
+            Ok(settings) => {
+                if settings.ledger != gate.settings().ledger {
+                    crate::warn!("{name}: [ledger] changes take effect at the next start");
+                }
+                for warning in &settings.warnings {
+                    crate::warn!("{warning}");
+                }
+                gate.replace_settings(settings);
+                crate::info!("reloaded {name} ({why})");
+                ("allow", format!("reloaded ({why})"))
+            }
+            Err(err) => {
+                crate::error!("{err}; keeping the settings in force");
+                ("deny", format!("not reloaded ({why}): {err}"))
+            }
+        };
+        if let Some(ledger) = &gate.ledger {
+            let record = crate::ledger::Record { event: "reload", decision: Some(outcome), reason: Some(&reason), ..Default::default() };
+            if let Err(err) = ledger.append(&record) {
+                crate::error!("audit log: {err}");
+            }
+        }
+    }
+}
+
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// What a valid settings file configures, one line per part, for `mcpdome validate`.
+pub fn summary(settings: &Settings) -> String {
+    let mut out = String::new();
+    match &settings.policy {
+        None => out.push_str("policy: none (actions are not governed)\n"),
+        Some(policy) => {
+            out.push_str(&format!("policy: {} rule(s), default {}\n", policy.rules.len(), policy.default_effect));
+            for rule in &policy.rules {
+                out.push_str(&format!("  {:>6}  {:<5}  {}\n", rule.priority, rule.effect, rule.id));
+            }
+        }
+    }
+    out.push_str(&format!(
+        "identities: {} key(s), anonymous {}\n",
+        settings.keys.len(),
+        if settings.allow_anonymous { "allowed" } else { "refused" }
+    ));
+    let limits = &settings.limits;
+    let named: Vec<&str> = [
+        ("global", limits.global.is_some()),
+        ("per_identity", limits.per_identity.is_some()),
+        ("per_tool", limits.per_tool.is_some()),
+        ("per_identity_tool", limits.per_identity_tool.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    out.push_str(&format!("rate limits: {}\n", if named.is_empty() { "none".to_owned() } else { named.join(", ") }));
+    out.push_str(&format!("budgets: {}\n", settings.budgets.len()));
+    match &settings.ledger {
+        None => out.push_str("ledger: none\n"),
+        Some(ledger) => out.push_str(&format!("ledger: {}\n", ledger.path.display())),
+    }
+    out
+}
+
 /// One problem in the settings file, with its position (1-based; 0 when unknown).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

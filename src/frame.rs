@@ -69,7 +69,7 @@ impl<R: BufRead> LineReader<R> {
     }
 
     /// The next line, or `None` at end of input.
-    pub fn next(&mut self) -> io::Result<Option<Read<'_>>> {
+    pub fn read_line(&mut self) -> io::Result<Option<Read<'_>>> {
         if self.buf.capacity() > KEEP_CAPACITY {
             self.buf = Vec::with_capacity(64 * 1024);
         }
@@ -738,7 +738,7 @@ mod tests {
     fn read_all(input: &[u8], limit: usize) -> Vec<Result<Vec<u8>, Oversize>> {
         let mut reader = LineReader::new(io::BufReader::with_capacity(16, input), limit);
         let mut out = Vec::new();
-        while let Some(read) = reader.next().unwrap() {
+        while let Some(read) = reader.read_line().unwrap() {
             out.push(match read {
                 Read::Line(line) => Ok(line.to_vec()),
                 Read::TooLong(oversize) => Err(oversize),

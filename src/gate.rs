@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::auth::Identity;
 use crate::config::{Config, Settings};
+use crate::ledger::Ledger;
 use crate::throttle::Throttle;
 
 /// One end of the relay.
@@ -66,6 +67,8 @@ pub struct Gate {
     session: Mutex<Option<Arc<Identity>>>,
     anonymous: Arc<Identity>,
     pub throttle: Throttle,
+    /// The audit log, if one is configured. It locks internally, one line at a time.
+    pub ledger: Option<Ledger>,
     writers: [Mutex<Option<Writer>>; 2],
     requests: [Mutex<Requests>; 2],
 }
@@ -108,9 +111,16 @@ impl Gate {
             session: Mutex::new(None),
             anonymous: Arc::new(Identity::anonymous()),
             throttle: Throttle::new(),
+            ledger: None,
             writers: [Mutex::new(Some(to_client)), Mutex::new(Some(to_upstream))],
             requests: [Mutex::default(), Mutex::default()],
         }
+    }
+
+    /// Adds the audit log; every decision is recorded in it from then on.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Gate {
+        self.ledger = Some(ledger);
+        self
     }
 
     /// Writes one whole line to `to`, adding the newline if `line` lacks one.

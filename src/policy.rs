@@ -172,6 +172,9 @@ pub struct Decision<'p> {
 
 impl Policy {
     pub fn decide(&self, identity: &Identity, action: Action<'_>, unix_secs: u64) -> Decision<'_> {
+        // The first allow rule that covered the action but whose constraints failed: the most
+        // useful thing to tell a caller who is then denied by default.
+        let mut near_miss: Option<(&str, String)> = None;
         for rule in &self.rules {
             if !rule.covers(identity, action, unix_secs) {
                 continue;
@@ -187,14 +190,23 @@ impl Policy {
                 (Effect::Deny, None) if rule.arguments.is_empty() => {
                     return Decision { effect: Effect::Deny, rule: Some(&rule.id), reason: format!("denied by rule \"{}\"", rule.id) };
                 }
-                // An allow rule whose constraints fail, or a deny rule whose constraints all
-                // hold, does not apply: the next rule decides.
-                _ => {}
+                (Effect::Allow, Some(why)) => {
+                    near_miss.get_or_insert((&rule.id, why));
+                }
+                // A deny rule whose constraints all hold does not apply: the next rule decides.
+                (Effect::Deny, None) => {}
             }
         }
         let reason = match self.default_effect {
             Effect::Allow => "allowed by default_effect".to_owned(),
-            Effect::Deny => format!("no rule allows {} for {} (default deny)", describe(action), identity.principal),
+            Effect::Deny => match near_miss {
+                Some((rule, why)) => format!(
+                    "no rule allows {} for {} (default deny); rule \"{rule}\" does not apply: {why}",
+                    describe(action),
+                    identity.principal
+                ),
+                None => format!("no rule allows {} for {} (default deny)", describe(action), identity.principal),
+            },
         };
         Decision { effect: self.default_effect, rule: None, reason }
     }

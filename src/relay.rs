@@ -23,12 +23,14 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::chain::{self, Check, Ctx, Deny, UPSTREAM_GONE};
+use crate::chain::{self, Check, Ctx, Deny, AUDIT_FAILED, UPSTREAM_GONE};
 use crate::frame::{self, Kind, LineReader, Read, INVALID_REQUEST};
+use crate::config;
 use crate::gate::{Closed, Gate, Open, Side};
+use crate::ledger;
 use crate::signal::{self, Signals};
 use crate::upstream::{self, Upstream};
-use crate::{debug, info, warn};
+use crate::{debug, error, info, warn};
 
 /// Read buffer per direction. Lines longer than this are still read whole (up to the limit).
 const READ_BUFFER: usize = 64 * 1024;
@@ -86,15 +88,22 @@ pub fn run(
         }
     });
 
+    let mut watch = gate.config.config_file.as_deref().map(config::Watch::new);
     let cause = loop {
         match inbox.recv_timeout(EXIT_POLL) {
-            Ok(Event::Signal(signal::SIGHUP)) => {
-                info!("SIGHUP: there is no configuration to reload")
-            }
+            Ok(Event::Signal(signal::SIGHUP)) => match &mut watch {
+                Some(watch) => watch.reload(gate, "SIGHUP"),
+                None => info!("SIGHUP: there is no config file to reload"),
+            },
             Ok(event) => break event,
             Err(_) => {
                 if let Some(status) = upstream.try_status() {
                     break Event::UpstreamExited(status);
+                }
+                if let Some(watch) = &mut watch {
+                    if watch.changed() {
+                        watch.reload(gate, "the file changed");
+                    }
                 }
             }
         }
@@ -135,6 +144,13 @@ pub fn run(
             break;
         }
     }
+    if let Some(ledger) = &gate.ledger {
+        let detail = serde_json::json!({ "cause": format!("{cause:?}"), "upstream": upstream::describe(status) });
+        let record = ledger::Record { event: "stop", reason: Some(&why), detail: Some(&detail), ..ledger::Record::default() };
+        if let Err(err) = ledger.append(&record) {
+            error!("audit log: {err}");
+        }
+    }
     upstream::exit_code(status)
 }
 
@@ -150,7 +166,7 @@ pub fn pump(gate: &Gate, from: Side, input: impl BufRead) -> Event {
     let mut reader = LineReader::new(input, gate.config.max_message_bytes);
     let mut n_line: u64 = 0;
     loop {
-        let read = match reader.next() {
+        let read = match reader.read_line() {
             Ok(Some(read)) => read,
             Ok(None) => break,
             Err(err) => {
@@ -231,7 +247,9 @@ fn relay_line(gate: &Gate, checks: &[Check], from: Side, n: u64, bytes: &[u8]) -
         }
     }
     let mut ctx = Ctx::new(from, &msg, gate.settings(), request);
-    if let Err(deny) = chain::run(checks, gate, &mut ctx) {
+    let verdict = chain::run(checks, gate, &mut ctx).and_then(|()| audit_allowed(gate, &ctx, id.as_deref()));
+    if let Err(deny) = verdict {
+        audit_denied(gate, &ctx, id.as_deref(), &deny);
         let shape = match msg.kind {
             Kind::Request => Shape::Request,
             Kind::Response if ctx.request.is_some() => Shape::ClosedResponse,
@@ -288,6 +306,65 @@ fn relay_line(gate: &Gate, checks: &[Check], from: Side, n: u64, bytes: &[u8]) -
             }
         }
     }
+}
+
+/// Records an allowed client request, or a message a check changed, before it is forwarded. If
+/// the record cannot be written the message is refused: an action the audit log does not show
+/// must not happen.
+fn audit_allowed(gate: &Gate, ctx: &Ctx<'_>, id: Option<&str>) -> Result<(), Deny> {
+    let Some(ledger) = &gate.ledger else { return Ok(()) };
+    let is_client_request = ctx.from == Side::Client && ctx.msg.kind == Kind::Request;
+    if !is_client_request && !ctx.changed {
+        return Ok(());
+    }
+    let decision = if ctx.changed && !is_client_request { "filter" } else { "allow" };
+    let record = record(ctx, id, decision);
+    let arguments = arguments_of(ctx);
+    let record = ledger::Record { arguments, rule: ctx.rule.as_deref(), ..record };
+    ledger.append(&record).map_err(|err| {
+        error!("audit log: {err}; refusing the message");
+        Deny::new(AUDIT_FAILED, format!("the audit log cannot be written ({err})"))
+    })
+}
+
+fn audit_denied(gate: &Gate, ctx: &Ctx<'_>, id: Option<&str>, deny: &Deny) {
+    let Some(ledger) = &gate.ledger else { return };
+    if deny.code == AUDIT_FAILED {
+        return;
+    }
+    let arguments = arguments_of(ctx);
+    let record = ledger::Record {
+        rule: deny.rule.as_deref(),
+        reason: Some(&deny.reason),
+        arguments,
+        ..record(ctx, id, "deny")
+    };
+    if let Err(err) = ledger.append(&record) {
+        error!("audit log: {err}");
+    }
+}
+
+fn record<'c>(ctx: &'c Ctx<'_>, id: Option<&'c str>, decision: &'static str) -> ledger::Record<'c> {
+    let identity = ctx.identity.as_ref().or(ctx.request.as_ref().and_then(|open| open.identity.as_ref()));
+    let method = ctx.msg.method.as_deref().or(ctx.request.as_ref().map(|open| &*open.method));
+    ledger::Record {
+        event: "decision",
+        direction: Some(ctx.from.name()),
+        method,
+        id,
+        identity: identity.map(|identity| identity.principal.as_str()),
+        tool: ctx.tool.as_deref(),
+        decision: Some(decision),
+        ..ledger::Record::default()
+    }
+}
+
+/// The raw arguments of a call, for the ledger's hash of them.
+fn arguments_of<'a>(ctx: &Ctx<'a>) -> Option<&'a str> {
+    if ctx.from != Side::Client || ctx.msg.kind != Kind::Request {
+        return None;
+    }
+    ctx.action().ok()?.arguments.map(|raw| raw.get())
 }
 
 /// The `requestId` of a `notifications/cancelled`, as an id key.

@@ -370,7 +370,7 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         Deny {
             code: RATE_LIMITED,
             reason: exceeded.to_string(),
-            rule: Some(format!("{}", exceeded.limit.kind())),
+            rule: Some(exceeded.limit.kind().to_owned()),
             data: Some(serde_json::json!({ "retry_after_ms": retry_after_ms })),
         }
     })
