@@ -54,12 +54,23 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         return Ok(());
     }
     let is_initialize = ctx.msg.method() == "initialize";
+    let settings = Arc::clone(&ctx.settings);
+    if settings.keys.is_empty() && gate.config.env_token.is_none() {
+        // No keys configured: everyone is anonymous, and a key in a message means nothing to us
+        // (it is forwarded as it is).
+        if !settings.allow_anonymous {
+            return Err(Deny::new(AUTH_FAILED, "a key is required ([sentinel] allow_anonymous = false) and none is configured"));
+        }
+        ctx.identity = Some(gate.anonymous());
+        return Ok(());
+    }
     // Strip every key the message carries, whichever one decides.
     let mut init_key = None;
     let mut meta_key = None;
-    if ctx.msg.params.is_some_and(|raw| raw.get().contains("mcpdome")) {
-        let params = ctx.params_mut()?;
-        if let Some(Value::Object(map)) = params {
+    let action = ctx.action()?;
+    let carries_key = action.has_key_field || action.meta.is_some_and(|meta| meta.get().contains(META_KEY_FIELD));
+    if carries_key {
+        if let Some(Value::Object(map)) = ctx.params_mut()? {
             for field in INIT_KEY_FIELDS {
                 if let Some(value) = map.remove(field) {
                     init_key = Some(value);
@@ -68,10 +79,9 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
             if let Some(Value::Object(meta)) = map.get_mut("_meta") {
                 meta_key = meta.remove(META_KEY_FIELD);
             }
-            ctx.changed |= init_key.is_some() || meta_key.is_some();
         }
+        ctx.changed |= init_key.is_some() || meta_key.is_some();
     }
-    let settings = &ctx.settings;
     let lookup = |token: &Value| -> Result<Arc<Identity>, Deny> {
         let token = token.as_str().ok_or_else(|| Deny::new(AUTH_FAILED, "the key must be a string"))?;
         settings.identity_for(token).ok_or_else(|| Deny::new(AUTH_FAILED, "unknown key"))
@@ -83,10 +93,8 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
             lookup(presented)?;
         }
         settings.identity_for(token).ok_or_else(|| Deny::new(AUTH_FAILED, "MCPDOME_TOKEN matches no configured key"))?
-    } else if let Some(token) = init_key.as_ref().filter(|_| is_initialize) {
-        lookup(token)?
     } else if let Some(token) = &init_key {
-        // `_mcpdome_psk` outside initialize: accepted as a per-request key.
+        // In `initialize` it holds for the session; elsewhere, for this request.
         lookup(token)?
     } else if let Some(token) = &meta_key {
         lookup(token)?

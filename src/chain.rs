@@ -13,6 +13,7 @@
 //! [`Ctx::result_mut`]; only then is the message re-serialised.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -93,6 +94,7 @@ pub struct Ctx<'a> {
     pub tool: Option<String>,
     /// Whether a check changed params or result, so the message must be re-serialised.
     pub changed: bool,
+    action: OnceCell<Result<ActionParams<'a>, Deny>>,
     params: Option<Option<Value>>,
     result: Option<Option<Value>>,
 }
@@ -103,6 +105,10 @@ pub struct ActionParams<'a> {
     pub name: Option<Cow<'a, str>>,
     pub uri: Option<Cow<'a, str>>,
     pub arguments: Option<&'a RawValue>,
+    /// `_meta`, raw (where a per-request key travels).
+    pub meta: Option<&'a RawValue>,
+    /// Whether `_mcpdome_psk` or `_mcpdome_api_key` is present.
+    pub has_key_field: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -117,6 +123,7 @@ impl<'a> Ctx<'a> {
             rule: None,
             tool: None,
             changed: false,
+            action: OnceCell::new(),
             params: None,
             result: None,
         }
@@ -124,10 +131,14 @@ impl<'a> Ctx<'a> {
 
     /// `name`, `uri` and `arguments` of the params, read without building a tree. A key given
     /// twice at this level is refused.
-    pub fn action(&self) -> Result<ActionParams<'a>, Deny> {
-        let Some(raw) = self.msg.params else { return Ok(ActionParams::default()) };
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        de.deserialize_map(ActionVisitor).map_err(|err| Deny::invalid(format!("params: {err}")))
+    /// Read once per message, however many checks ask.
+    pub fn action(&self) -> Result<&ActionParams<'a>, Deny> {
+        let action = self.action.get_or_init(|| {
+            let Some(raw) = self.msg.params else { return Ok(ActionParams::default()) };
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            de.deserialize_map(ActionVisitor).map_err(|err| Deny::invalid(format!("params: {err}")))
+        });
+        action.as_ref().map_err(Clone::clone)
     }
 
     /// The `arguments` of the params as a tree, strictly parsed (a key given twice at any depth
@@ -327,12 +338,18 @@ impl<'de> Visitor<'de> for ActionVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ActionParams<'de>, A::Error> {
         let mut out = ActionParams::default();
-        let mut seen = [false; 3];
+        let mut seen = [false; 4];
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             let slot = match key.as_ref() {
                 "name" => 0,
                 "uri" => 1,
                 "arguments" => 2,
+                "_meta" => 3,
+                "_mcpdome_psk" | "_mcpdome_api_key" => {
+                    out.has_key_field = true;
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -345,7 +362,8 @@ impl<'de> Visitor<'de> for ActionVisitor {
             match slot {
                 0 => out.name = Some(string_of(raw).ok_or_else(|| de::Error::custom("\"name\" must be a string"))?),
                 1 => out.uri = Some(string_of(raw).ok_or_else(|| de::Error::custom("\"uri\" must be a string"))?),
-                _ => out.arguments = Some(raw).filter(|raw| raw.get() != "null"),
+                2 => out.arguments = Some(raw).filter(|raw| raw.get() != "null"),
+                _ => out.meta = Some(raw),
             }
         }
         Ok(out)

@@ -345,14 +345,13 @@ pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         "prompts/get" => Action::Prompt { name: params.name.as_deref().ok_or_else(|| needs("name"))?, arguments: arguments.as_ref() },
         other => Action::Method { name: other },
     };
-    if matches!(action, Action::Tool { .. }) {
-        ctx.tool = Some(action.name().to_owned());
-    }
+    let tool = matches!(action, Action::Tool { .. }).then(|| action.name().to_owned());
     let anonymous = Identity::anonymous();
     let identity = ctx.identity.as_deref().unwrap_or(&anonymous);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let decision = policy.decide(identity, action, now);
     let rule = decision.rule.map(str::to_owned);
+    ctx.tool = tool;
     match decision.effect {
         Effect::Allow => {
             ctx.rule = rule;

@@ -353,10 +353,19 @@ fn record<'c>(ctx: &'c Ctx<'_>, id: Option<&'c str>, decision: &'static str) -> 
         method,
         id,
         identity: identity.map(|identity| identity.principal.as_str()),
-        tool: ctx.tool.as_deref(),
+        tool: ctx.tool.as_deref().or_else(|| called_tool(ctx)),
         decision: Some(decision),
         ..ledger::Record::default()
     }
+}
+
+/// The tool a client's `tools/call` names, if it can be read.
+fn called_tool<'c>(ctx: &'c Ctx<'_>) -> Option<&'c str> {
+    let is_call = ctx.from == Side::Client && ctx.msg.method() == "tools/call";
+    if !is_call {
+        return None;
+    }
+    ctx.action().ok()?.name.as_deref()
 }
 
 /// The raw arguments of a call, for the ledger's hash of them.
