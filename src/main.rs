@@ -193,7 +193,8 @@ fn verify_log(args: &VerifyLogArgs) -> Result<u8, Error> {
         }
         Err(broken) => {
             let _ = writeln!(io::stderr(), "{}: {broken}", args.file.display());
-            Ok(1)
+            // Line 0 means the file as a whole could not be checked (unreadable, bad arguments).
+            Ok(if broken.line == 0 { 2 } else { 1 })
         }
     }
 }
