@@ -185,6 +185,9 @@ fn verify_log(args: &VerifyLogArgs) -> Result<u8, Error> {
     match ledger::verify(&args.file, key.as_deref(), args.expect_head.as_deref()) {
         Ok(report) => {
             let mut out = format!("{}: intact, {} line(s), head {}\n", args.file.display(), report.lines, report.head);
+            if let Some(line) = report.expected_at {
+                out.push_str(&format!("the expected head is line {line}; every line after it chains on from it\n"));
+            }
             if report.incomplete_tail {
                 out.push_str("note: the last line is incomplete (the writer was killed while writing it); every whole line verifies\n");
             }
