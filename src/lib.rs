@@ -55,6 +55,7 @@ pub mod throttle;
 pub mod normalize;
 pub mod scan;
 pub mod ledger;
+pub mod pin;
 pub mod relay;
 pub mod upstream;
 pub mod signal;

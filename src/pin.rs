@@ -1,0 +1,1 @@
+//! Schema pins: SHA-256 of tool definitions, against rug pulls.
