@@ -6,7 +6,8 @@
 //! `_meta["mcpdome/token"]` (the stateless 2026-07-28 revision has no `initialize`). The first key
 //! found decides. A key that matches no configured key is refused, never treated as anonymous;
 //! no key at all is `anonymous`, which `[sentinel] allow_anonymous = false` refuses. Keys are
-//! removed from the message before it is forwarded, so the server never sees them.
+//! removed from every client message (notifications too) before it is forwarded, so the server
+//! never sees them. Without a settings file mcpdome is a transparent relay and inspects nothing.
 //!
 //! The file stores SHA-256 digests of keys; a presented key is hashed and compared with every
 //! configured digest in constant time, so timing tells nothing about which key came close.
@@ -50,78 +51,92 @@ pub const META_KEY_FIELD: &str = "mcpdome/token";
 /// Resolves the identity of a client request, strips any key from it, and refuses wrong keys
 /// and (when so configured) anonymous callers.
 pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
-    if ctx.from != Side::Client || ctx.msg.kind != Kind::Request {
+    if ctx.from != Side::Client || ctx.msg.kind == Kind::Response {
+        return Ok(());
+    }
+    let settings = Arc::clone(&ctx.settings);
+    if !settings.from_file {
+        // No settings file: a transparent relay, which inspects nothing.
         return Ok(());
     }
     let is_initialize = ctx.msg.method() == "initialize";
-    let settings = Arc::clone(&ctx.settings);
-    if settings.keys.is_empty() && gate.config.env_token.is_none() {
-        // No keys configured: everyone is anonymous, and a key in a message means nothing to us
-        // (it is forwarded as it is).
-        if !settings.allow_anonymous {
-            return Err(Deny::new(AUTH_FAILED, "a key is required ([sentinel] allow_anonymous = false) and none is configured"));
-        }
-        ctx.identity = Some(gate.anonymous());
-        return Ok(());
-    }
     // Strip every key the message carries, whichever one decides.
-    let mut init_key = None;
-    let mut meta_key = None;
-    let action = ctx.action()?;
-    let carries_key = action.has_key_field || action.meta.is_some_and(|meta| meta.get().contains(META_KEY_FIELD));
-    if carries_key {
-        if let Some(Value::Object(map)) = ctx.params_mut()? {
-            for field in INIT_KEY_FIELDS {
-                if let Some(value) = map.remove(field) {
-                    init_key = Some(value);
-                }
-            }
-            if let Some(Value::Object(meta)) = map.get_mut("_meta") {
-                meta_key = meta.remove(META_KEY_FIELD);
-            }
-        }
-        ctx.changed |= init_key.is_some() || meta_key.is_some();
-    }
-    let lookup = |token: &Value| -> Result<Arc<Identity>, Deny> {
+    let (init_key, meta_key) = strip_keys(ctx)?;
+    let lookup = |token: &Value| -> Result<(Arc<Identity>, [u8; 32]), Deny> {
         let token = token.as_str().ok_or_else(|| Deny::new(AUTH_FAILED, "the key must be a string"))?;
-        settings.identity_for(token).ok_or_else(|| Deny::new(AUTH_FAILED, "unknown key"))
+        let digest = sha256(token.as_bytes());
+        let identity = find_key(&settings.keys, &digest).ok_or_else(|| Deny::new(AUTH_FAILED, "unknown key"))?;
+        Ok((identity, digest))
     };
-    let identity = if let Some(token) = &gate.config.env_token {
+    let (identity, session_key) = if let Some(token) = &gate.config.env_token {
         // A key in the environment was put there by the host; it wins, but a wrong key in the
-        // message is still refused.
+        // message is still refused. It is looked up in the settings in force, so a reload that
+        // removes it takes effect at once.
         for presented in [&init_key, &meta_key].into_iter().flatten() {
             lookup(presented)?;
         }
-        settings.identity_for(token).ok_or_else(|| Deny::new(AUTH_FAILED, "MCPDOME_TOKEN matches no configured key"))?
+        let digest = sha256(token.as_bytes());
+        let identity = find_key(&settings.keys, &digest)
+            .ok_or_else(|| Deny::new(AUTH_FAILED, "MCPDOME_TOKEN matches no configured key"))?;
+        (identity, None)
     } else if let Some(token) = &init_key {
         // In `initialize` it holds for the session; elsewhere, for this request.
-        lookup(token)?
+        let (identity, digest) = lookup(token)?;
+        (identity, Some(digest))
     } else if let Some(token) = &meta_key {
-        lookup(token)?
-    } else if let Some(identity) = gate.session_identity() {
-        identity
+        (lookup(token)?.0, None)
+    } else if let Some(digest) = gate.session_key() {
+        // The session's key is looked up again in the settings in force, so a reload that
+        // changes its labels or removes it applies to open sessions too.
+        let identity = find_key(&settings.keys, &digest)
+            .ok_or_else(|| Deny::new(AUTH_FAILED, "the key this session started with is no longer configured"))?;
+        (identity, None)
     } else {
         if !settings.allow_anonymous {
             return Err(Deny::new(AUTH_FAILED, "a key is required ([sentinel] allow_anonymous = false)"));
         }
-        gate.anonymous()
+        (gate.anonymous(), None)
     };
     if is_initialize {
-        // Recorded when the request is allowed through the whole chain (see `relay`), so a denied
+        // Recorded by the relay only when the request passes the whole chain, so a denied
         // initialize leaves no session behind.
-        ctx.session_identity = init_key.is_some() || gate.config.env_token.is_some();
+        ctx.session_key = session_key;
     }
     ctx.identity = Some(identity);
     Ok(())
 }
 
-/// The identity for a presented key, comparing against every configured digest.
-pub fn find_key(keys: &[Key], token: &str) -> Option<Arc<Identity>> {
-    let digest = sha256(token.as_bytes());
+/// Removes `_mcpdome_psk`/`_mcpdome_api_key` from the params and `mcpdome/token` from their
+/// `_meta`, returning them. Key names are compared after JSON unescaping, so an escaped
+/// spelling is still a key.
+fn strip_keys(ctx: &mut Ctx<'_>) -> Result<(Option<Value>, Option<Value>), Deny> {
+    let action = ctx.action()?;
+    // `_meta` is small; anything that could spell the field, escaped or not, is looked at.
+    let meta_may_carry = action.meta.is_some_and(|meta| meta.get().contains("mcpdome") || meta.get().contains('\\'));
+    if !action.has_key_field && !meta_may_carry {
+        return Ok((None, None));
+    }
+    let (mut init_key, mut meta_key) = (None, None);
+    if let Some(Value::Object(map)) = ctx.params_mut()? {
+        for field in INIT_KEY_FIELDS {
+            if let Some(value) = map.remove(field) {
+                init_key = Some(value);
+            }
+        }
+        if let Some(Value::Object(meta)) = map.get_mut("_meta") {
+            meta_key = meta.remove(META_KEY_FIELD);
+        }
+    }
+    ctx.changed |= init_key.is_some() || meta_key.is_some();
+    Ok((init_key, meta_key))
+}
+
+/// The identity for a presented key's SHA-256, comparing against every configured digest.
+pub fn find_key(keys: &[Key], digest: &[u8; 32]) -> Option<Arc<Identity>> {
     let mut found = None;
     for key in keys {
         // Look at every key and every byte, whatever matched before.
-        if constant_time_eq(&digest, &key.secret_sha256) {
+        if constant_time_eq(digest, &key.secret_sha256) {
             found = Some(Arc::clone(&key.identity));
         }
     }
@@ -189,9 +204,9 @@ mod tests {
     fn keys() {
         let identity = Arc::new(Identity { principal: "psk:ci".to_owned(), labels: vec!["role:ci".to_owned()] });
         let keys = vec![Key { key_id: "ci".to_owned(), secret_sha256: sha256(b"s3cret"), identity: identity.clone() }];
-        assert_eq!(find_key(&keys, "s3cret"), Some(identity));
-        assert_eq!(find_key(&keys, "s3cre"), None);
-        assert_eq!(find_key(&keys, ""), None);
+        assert_eq!(find_key(&keys, &sha256(b"s3cret")), Some(identity));
+        assert_eq!(find_key(&keys, &sha256(b"s3cre")), None);
+        assert_eq!(find_key(&keys, &sha256(b"")), None);
         let key = generate_key().unwrap();
         assert_eq!(key.len(), 64);
         assert_ne!(key, generate_key().unwrap());

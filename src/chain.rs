@@ -86,8 +86,8 @@ pub struct Ctx<'a> {
     pub request: Option<Open>,
     /// For a client request: who sent it (set by `auth::check`).
     pub identity: Option<Arc<Identity>>,
-    /// Set on an `initialize` whose identity should hold for the rest of the session.
-    pub session_identity: bool,
+    /// Set on an `initialize` whose key should hold for the rest of the session.
+    pub session_key: Option<[u8; 32]>,
     /// The rule that allowed the message, for the ledger.
     pub rule: Option<String>,
     /// The tool this message calls, for the ledger.
@@ -119,7 +119,7 @@ impl<'a> Ctx<'a> {
             settings,
             request,
             identity: None,
-            session_identity: false,
+            session_key: None,
             rule: None,
             tool: None,
             changed: false,

@@ -82,6 +82,9 @@ impl Config {
 /// Everything the settings file says, checked and compiled.
 #[derive(Debug)]
 pub struct Settings {
+    /// Whether these come from a file. Without one mcpdome is a transparent relay: no message is
+    /// inspected for keys, limits or rules.
+    pub from_file: bool,
     /// `None` when the file has no rules and no `default_effect`: actions are not governed.
     pub policy: Option<Policy>,
     pub allow_anonymous: bool,
@@ -111,6 +114,7 @@ impl Settings {
     /// No file: relay everything; `--enable-rate-limit` still applies its defaults.
     pub fn transparent(enable_rate_limit: bool) -> Settings {
         Settings {
+            from_file: false,
             policy: None,
             allow_anonymous: true,
             keys: Vec::new(),
@@ -134,7 +138,7 @@ impl Settings {
 
     /// Identity for a presented key, checking every configured key in constant time.
     pub fn identity_for(&self, token: &str) -> Option<Arc<Identity>> {
-        crate::auth::find_key(&self.keys, token)
+        crate::auth::find_key(&self.keys, &crate::auth::sha256(token.as_bytes()))
     }
 }
 
@@ -142,26 +146,31 @@ impl Settings {
 /// thread polls it between waits; a file that fails to load leaves the old settings running.
 pub struct Watch {
     path: PathBuf,
-    stamp: Option<(std::time::SystemTime, u64)>,
+    /// The file as last loaded.
+    loaded: Option<(std::time::SystemTime, u64)>,
+    /// The file as seen at the previous poll.
+    seen: Option<(std::time::SystemTime, u64)>,
 }
 
 impl Watch {
     pub fn new(path: &Path) -> Watch {
-        Watch { path: path.to_owned(), stamp: stamp(path) }
+        let now = stamp(path);
+        Watch { path: path.to_owned(), loaded: now, seen: now }
     }
 
-    /// Whether the file's modification time or size changed since the last look.
+    /// Whether the file changed since it was loaded and has stayed the same for one poll: an
+    /// editor that truncates and then writes is not caught half-way (an empty file is a valid
+    /// file that governs nothing).
     pub fn changed(&mut self) -> bool {
         let now = stamp(&self.path);
-        if now == self.stamp {
-            return false;
-        }
-        self.stamp = now;
-        true
+        let settled = now == self.seen;
+        self.seen = now;
+        settled && now != self.loaded
     }
 
     pub fn reload(&mut self, gate: &crate::gate::Gate, why: &str) {
-        self.stamp = stamp(&self.path);
+        self.loaded = stamp(&self.path);
+        self.seen = self.loaded;
         let name = self.path.display().to_string();
         let (outcome, reason) = match Settings::load(&self.path, gate.config.enable_rate_limit) {
             Ok(settings) => {
@@ -347,7 +356,7 @@ pub fn parse(text: &str, base: &Path, enable_rate_limit: bool) -> Result<Setting
     rules.sort_by_key(|rule| rule.priority);
     let policy = (!rules.is_empty() || default_effect.is_some())
         .then(|| Policy { rules, default_effect: default_effect.unwrap_or(Effect::Deny) });
-    Ok(Settings { policy, allow_anonymous, keys, limits, budgets, ledger, warnings: p.warnings })
+    Ok(Settings { from_file: true, policy, allow_anonymous, keys, limits, budgets, ledger, warnings: p.warnings })
 }
 
 /// basic-toml reports "… at line 3 column 12"; we print `3:12: …`.

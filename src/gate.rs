@@ -16,7 +16,7 @@
 //!
 //! - `settings`: the settings file's contents, replaced whole by a reload (main thread) and
 //!   cloned (an `Arc`) by each message, so a message sees one version from start to end.
-//! - `session`: the identity an allowed `initialize` established; written by the inbound thread,
+//! - `session`: the key an allowed `initialize` established; written by the inbound thread,
 //!   read by it for later requests.
 //!
 //! Invariant: never hold two of these locks at once.
@@ -64,7 +64,7 @@ pub type Writer = Box<dyn Write + Send>;
 pub struct Gate {
     pub config: Config,
     settings: RwLock<Arc<Settings>>,
-    session: Mutex<Option<Arc<Identity>>>,
+    session: Mutex<Option<[u8; 32]>>,
     anonymous: Arc<Identity>,
     pub throttle: Throttle,
     /// The audit log, if one is configured. It locks internally, one line at a time.
@@ -158,13 +158,14 @@ impl Gate {
         *self.settings.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(settings);
     }
 
-    /// The identity established by `initialize`, if any.
-    pub fn session_identity(&self) -> Option<Arc<Identity>> {
-        lock(&self.session).clone()
+    /// The SHA-256 of the key `initialize` established for the session, if any. The identity is
+    /// looked up again for every request, so a reload applies to the session.
+    pub fn session_key(&self) -> Option<[u8; 32]> {
+        *lock(&self.session)
     }
 
-    pub fn set_session_identity(&self, identity: Arc<Identity>) {
-        *lock(&self.session) = Some(identity);
+    pub fn set_session_key(&self, digest: [u8; 32]) {
+        *lock(&self.session) = Some(digest);
     }
 
     pub fn anonymous(&self) -> Arc<Identity> {

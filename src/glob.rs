@@ -29,11 +29,56 @@ impl Glob {
         matches(self.pattern.as_bytes(), name.as_bytes(), true)
     }
 
+    /// Matches a URI already normalised by [`normalize_uri`]: `*` stays within a path segment,
+    /// `**` crosses segments; the pattern `*` alone matches everything.
+    pub fn matches_uri(&self, normalized: &str) -> bool {
+        self.pattern == "*" || matches_dirs(&self.pattern, normalized.as_bytes())
+    }
+
     /// Matches a path after normalising it; a path that climbs above `/` never matches.
     pub fn matches_path(&self, path: &str) -> bool {
         let Some(path) = normalize_path(path) else { return false };
         matches_dirs(&self.pattern, path.as_bytes())
     }
+}
+
+/// A resource URI made comparable: its path percent-decoded and normalised like a file path, so
+/// `file:///tmp/%2e%2e/etc/passwd` is `file:///etc/passwd`. The scheme and authority, and any
+/// query or fragment, are kept as written. `None` when the path climbs above its root or its
+/// percent-encoding is not UTF-8: such a URI cannot be allowed by anything narrower than `*`.
+pub fn normalize_uri(uri: &str) -> Option<String> {
+    let (prefix, rest) = match uri.find("://") {
+        Some(at) => {
+            let after = at + 3;
+            let path_at = uri[after..].find('/').map_or(uri.len(), |idx| after + idx);
+            uri.split_at(path_at)
+        }
+        None => ("", uri),
+    };
+    let (path, suffix) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
+    let decoded = percent_decode(path)?;
+    let path = if decoded.contains('/') { normalize_path(&decoded)? } else { decoded };
+    Some(format!("{prefix}{path}{suffix}"))
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    if !text.contains('%') {
+        return Some(text.to_owned());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut idx = 0;
+    while idx < bytes.len() {
+        if bytes[idx] == b'%' {
+            let hex = text.get(idx + 1..idx + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            idx += 3;
+        } else {
+            out.push(bytes[idx]);
+            idx += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Resolves `.`, `..` and repeated `/` without touching the filesystem. `None` when `..` climbs
@@ -162,6 +207,24 @@ mod tests {
         path("/srv/**/logs/*", "/srv/a/b/logs/x", true);
         path("/srv/**/logs/*", "/srv/a/b/logs/x/y", false);
         path("/a/*b*c", "/a/xbybzc", true);
+    }
+
+    #[test]
+    fn uris() {
+        let norm = |uri: &str| normalize_uri(uri);
+        assert_eq!(norm("file:///tmp/../etc/passwd").as_deref(), Some("file:///etc/passwd"));
+        assert_eq!(norm("file:///tmp/%2e%2e/etc/passwd").as_deref(), Some("file:///etc/passwd"));
+        assert_eq!(norm("file:///tmp/sub/../../etc/passwd").as_deref(), Some("file:///etc/passwd"));
+        assert_eq!(norm("file:///../etc"), None);
+        assert_eq!(norm("file:///tmp/%zz"), None);
+        assert_eq!(norm("https://host/a/./b?x=../y#z").as_deref(), Some("https://host/a/b?x=../y#z"));
+        assert_eq!(norm("demo://resource/static/1").as_deref(), Some("demo://resource/static/1"));
+        assert_eq!(norm("urn:x").as_deref(), Some("urn:x"));
+        let glob = Glob::new("file:///tmp/*");
+        assert!(glob.matches_uri("file:///tmp/a"));
+        assert!(!glob.matches_uri("file:///tmp/a/b"));
+        assert!(!glob.matches_uri(&norm("file:///tmp/../etc/passwd").unwrap()));
+        assert!(Glob::new("file:///tmp/**").matches_uri("file:///tmp/a/b"));
     }
 
     #[test]

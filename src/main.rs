@@ -54,6 +54,17 @@ fn run() -> Result<u8, Error> {
             for line in config.not_enforced().into_iter().map(str::to_owned).chain(settings.warnings.iter().cloned()) {
                 warn!("{line}");
             }
+            // The audit log first: if it cannot be written, nothing starts.
+            let ledger = open_ledger(&args, &settings)?;
+            if let Some(ledger) = &ledger {
+                let detail = serde_json::json!({
+                    "version": cli::VERSION,
+                    "upstream": args.upstream.iter().map(|arg| arg.to_string_lossy()).collect::<Vec<_>>(),
+                    "config": config.config_file.as_ref().map(|path| path.display().to_string()),
+                });
+                let record = ledger::Record { event: "start", detail: Some(&detail), ..Default::default() };
+                ledger.append(&record).map_err(|err| Error::io("failed to write the audit log", err))?;
+            }
             // Before any thread or child exists, so that every thread inherits the mask.
             let signals =
                 signal::block().map_err(|err| Error::io("failed to block signals", err))?;
@@ -61,16 +72,8 @@ fn run() -> Result<u8, Error> {
             // Our own handles on fds 0 and 1: unbuffered, and never locked by std's `Stdout`.
             let client_in = dup(io::stdin().as_fd(), "stdin")?;
             let to_client = dup(io::stdout().as_fd(), "stdout")?;
-            let ledger = open_ledger(&args, &settings)?;
             let mut gate = Gate::new(config, settings, Box::new(to_client), Box::new(to_upstream));
             if let Some(ledger) = ledger {
-                let detail = serde_json::json!({
-                    "version": cli::VERSION,
-                    "upstream": args.upstream.iter().map(|arg| arg.to_string_lossy()).collect::<Vec<_>>(),
-                    "config": gate.config.config_file.as_ref().map(|path| path.display().to_string()),
-                });
-                let record = ledger::Record { event: "start", detail: Some(&detail), ..Default::default() };
-                ledger.append(&record).map_err(|err| Error::io("failed to write the audit log", err))?;
                 gate = gate.with_ledger(ledger);
             }
             // One Gate for the life of the process, shared by both relay threads.

@@ -172,6 +172,22 @@ pub struct Decision<'p> {
 
 impl Policy {
     pub fn decide(&self, identity: &Identity, action: Action<'_>, unix_secs: u64) -> Decision<'_> {
+        // Resource URIs are matched in normal form, so `..` and `%2e%2e` cannot walk out of an
+        // allowed directory; one that climbs above its root is refused outright.
+        let normalized;
+        let action = match action {
+            Action::Resource { uri } => match crate::glob::normalize_uri(uri) {
+                Some(uri) => {
+                    normalized = uri;
+                    Action::Resource { uri: &normalized }
+                }
+                None => {
+                    let reason = format!("resource URI `{uri}` climbs above its root or is not valid percent-encoding");
+                    return Decision { effect: Effect::Deny, rule: None, reason };
+                }
+            },
+            other => other,
+        };
         // The first allow rule that covered the action but whose constraints failed: the most
         // useful thing to tell a caller who is then denied by default.
         let mut near_miss: Option<(&str, String)> = None;
@@ -247,7 +263,11 @@ impl Rule {
             Action::Prompt { .. } => &self.prompts,
             Action::Method { .. } => &self.methods,
         };
-        names.as_ref().is_some_and(|names| names.matches(action.name()))
+        let named = match action {
+            Action::Resource { uri } => names.as_ref().is_some_and(|names| names.0.iter().any(|glob| glob.matches_uri(uri))),
+            _ => names.as_ref().is_some_and(|names| names.matches(action.name())),
+        };
+        named
             && self.identities.matches(identity)
             && self.window.is_none_or(|window| window.contains(unix_secs))
     }
@@ -317,14 +337,17 @@ const HOUSEKEEPING: &[&str] = &[
 ];
 
 /// Decides a client request with the policy, when there is one.
+///
+/// A client notification is governed too when its method is not a `notifications/…` one: a
+/// `tools/call` without an id is still a call to a server that executes what it reads.
 pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
-    if ctx.from != Side::Client || ctx.msg.kind != Kind::Request {
+    if ctx.from != Side::Client || ctx.msg.kind == Kind::Response {
         return Ok(());
     }
     let method = ctx.msg.method();
     let settings = std::sync::Arc::clone(&ctx.settings);
     let Some(policy) = &settings.policy else { return Ok(()) };
-    if HOUSEKEEPING.contains(&method) {
+    if HOUSEKEEPING.contains(&method) || ctx.msg.kind == Kind::Notification && method.starts_with("notifications/") {
         return Ok(());
     }
     let params = ctx.action()?;

@@ -265,10 +265,8 @@ fn relay_line(gate: &Gate, checks: &[Check], from: Side, n: u64, bytes: &[u8]) -
                 let refusal = Refusal { shape: Shape::Request, id: Some(id), code: INVALID_REQUEST, reason: &reason, answer_null: false };
                 return refuse(gate, line, refusal);
             }
-            if ctx.session_identity {
-                if let Some(identity) = &ctx.identity {
-                    gate.set_session_identity(identity.clone());
-                }
+            if let Some(digest) = ctx.session_key {
+                gate.set_session_key(digest);
             }
         }
         _ if msg.method() == "notifications/cancelled" => {

@@ -370,7 +370,10 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         Deny {
             code: RATE_LIMITED,
             reason: exceeded.to_string(),
-            rule: Some(exceeded.limit.kind().to_owned()),
+            rule: Some(match &exceeded.limit {
+                Limited::Budget(name) => name.clone(),
+                other => other.kind().to_owned(),
+            }),
             data: Some(serde_json::json!({ "retry_after_ms": retry_after_ms })),
         }
     })

@@ -29,6 +29,8 @@ Flags:
   --eof-exit N    on stdin EOF, answer held requests and exit with status N (default 0)
   --ignore-eof    on stdin EOF, keep running without answering anything
   --ignore-term   ignore SIGTERM (inherited by fake/spawn's child), so only SIGKILL ends us
+  --tools A,B,... answer tools/list with {"tools": [{"name": "A", "inputSchema": {"type":
+                  "object"}}, ...]} instead of the echo (tools/call is still echoed)
 """
 
 import argparse
@@ -47,6 +49,7 @@ def main():
     parser.add_argument("--eof-exit", type=int, default=0)
     parser.add_argument("--ignore-eof", action="store_true")
     parser.add_argument("--ignore-term", action="store_true")
+    parser.add_argument("--tools")
     opts = parser.parse_args()
 
     if opts.ignore_term:
@@ -105,6 +108,10 @@ def main():
         elif method == "fake/roots":
             waiting_roots.append(rid)
             out(b'{"jsonrpc":"2.0","id":0,"method":"roots/list"}\n')
+        elif method == "tools/list" and opts.tools is not None:
+            names = [name for name in opts.tools.split(",") if name]
+            tools = [{"name": name, "inputSchema": {"type": "object"}} for name in names]
+            answer(rid, {"tools": tools})
         elif method == "fake/big":
             answer(rid, {"pad": "x" * params["n"]})
         elif method == "fake/closein":

@@ -4,12 +4,18 @@
 //! - `relay`: forwarding, refusals and request bookkeeping while both peers are up.
 //! - `lifecycle`: crash, client EOF, signals, and processes left behind.
 //! - `cli`: help, version and usage errors.
+//! - `chain`: identity, throttle, policy and hot reload, with config files.
+//! - `ledger`: the audit log a session writes, and `verify-log` on it.
+//! - `commands`: `validate`, `explain` and `keygen`.
 
 mod util;
 
 mod relay;
 mod lifecycle;
 mod cli;
+mod chain;
+mod ledger;
+mod commands;
 
 /// Both relay threads share one `&Gate`.
 #[test]

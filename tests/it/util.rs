@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -62,23 +62,40 @@ pub struct Proxy {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: Receiver<Vec<u8>>,
-    stderr: Receiver<Vec<u8>>,
+    /// Everything mcpdome wrote to stderr so far; the reader thread appends as it reads.
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// Receives `()` when stderr is closed.
+    stderr_done: Receiver<()>,
 }
 
 impl Proxy {
     /// `mcpdome proxy <options> -- <python> fake_server.py <server_flags>`.
     pub fn start(options: &[&str], server_flags: &[&str]) -> Proxy {
+        Proxy::start_env(options, server_flags, &[])
+    }
+
+    /// `mcpdome proxy <options> -- <python> fake_server.py <server_flags>`, with `env` added to
+    /// mcpdome's environment.
+    pub fn start_env(options: &[&str], server_flags: &[&str], env: &[(&str, &str)]) -> Proxy {
         let mut args: Vec<OsString> = vec!["proxy".into()];
         args.extend(options.iter().map(OsString::from));
         args.extend(["--".into(), python().into(), FAKE_SERVER.into()]);
         args.extend(server_flags.iter().map(OsString::from));
-        Proxy::spawn(&args)
+        Proxy::spawn_env(&args, env)
     }
 
     /// `mcpdome <args>`, exactly.
     pub fn spawn(args: &[OsString]) -> Proxy {
+        Proxy::spawn_env(args, &[])
+    }
+
+    /// `mcpdome <args>` with `env` added to its environment. `MCPDOME_TOKEN` is never inherited
+    /// from the test's own environment.
+    pub fn spawn_env(args: &[OsString], env: &[(&str, &str)]) -> Proxy {
         let mut child = Command::new(MCPDOME)
             .args(args)
+            .env_remove("MCPDOME_TOKEN")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -97,15 +114,40 @@ impl Proxy {
                 }
             }
         });
-        let (tx, stderr) = mpsc::channel();
+        let (tx, stderr_done) = mpsc::channel();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut err = child.stderr.take().unwrap();
+        let all = Arc::clone(&stderr);
         thread::spawn(move || {
-            let mut all = Vec::new();
-            let _ = err.read_to_end(&mut all);
-            let _ = tx.send(all);
+            let mut buf = [0u8; 4096];
+            loop {
+                match err.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => all.lock().unwrap().extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(());
         });
         let stdin = child.stdin.take();
-        Proxy { child, stdin, stdout, stderr }
+        Proxy { child, stdin, stdout, stderr, stderr_done }
+    }
+
+    /// How many times `needle` occurs in what mcpdome wrote to stderr so far.
+    pub fn stderr_count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).matches(needle).count()
+    }
+
+    /// Waits until `needle` has occurred `n` times on mcpdome's stderr.
+    #[track_caller]
+    pub fn wait_stderr(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.stderr_count(needle) < n {
+            if Instant::now() >= deadline {
+                let text = String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned();
+                panic!("{needle:?} did not occur {n} time(s) on stderr within {TIMEOUT:?}; stderr:\n{text}");
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -180,7 +222,8 @@ impl Proxy {
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let stderr = self.stderr.recv_timeout(left).expect("mcpdome's stderr stayed open");
+        self.stderr_done.recv_timeout(left).expect("mcpdome's stderr stayed open");
+        let stderr = std::mem::take(&mut *self.stderr.lock().unwrap());
         Finished {
             code: status.code(),
             stdout,
@@ -301,4 +344,101 @@ pub fn assert_dies(pid: u32) {
 #[track_caller]
 pub fn read_pid(path: &Path) -> u32 {
     std::fs::read_to_string(path).expect("pid file").trim().parse().expect("pid")
+}
+
+/// A fresh, empty directory under the system's temp dir for one test's files, removed when
+/// dropped (even when the test fails).
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(test: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("mcpdome-it-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// The path as a `&str`, for command lines.
+    pub fn arg(&self, name: &str) -> String {
+        self.join(name).to_str().expect("temp paths are UTF-8").to_owned()
+    }
+
+    /// Writes `name` atomically (a temporary file renamed over it), so a watcher never sees it
+    /// half written. Returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.join(name);
+        let tmp = self.join(&format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// What a finished `mcpdome <command>` printed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `mcpdome <args>` to completion with stdin closed.
+#[track_caller]
+pub fn run_mcpdome(args: &[&str]) -> Output {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    let mut proxy = Proxy::spawn(&args);
+    proxy.close_stdin();
+    let finished = proxy.finish();
+    Output {
+        code: finished.code,
+        stdout: finished
+            .stdout
+            .iter()
+            .map(|line| String::from_utf8(line.clone()).unwrap())
+            .collect(),
+        stderr: finished.stderr,
+    }
+}
+
+/// The policy example of the announcement, exactly as published.
+pub const ANNOUNCEMENT: &str = include_str!("../data/config/announcement.toml");
+
+/// Two `[[psk]]` entries: `psk:dev` (label `role:developer`, key [`DEV_KEY`]) and `psk:ci`
+/// (label `env:ci`, key [`CI_KEY`]).
+pub const KEYS: &str = include_str!("../data/config/keys.toml");
+pub const DEV_KEY: &str = "dev-key-7f3a9c";
+pub const CI_KEY: &str = "ci-key-51d0e2";
+
+/// `{"jsonrpc":"2.0","id":<id>,"method":"tools/call","params":{"name":"<tool>","arguments":<args>}}`
+pub fn call(id: &str, tool: &str, args: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+    )
+}
+
+/// The error line mcpdome writes for a refusal decided by `rule` (`data.rule`).
+pub fn denied_by(id: &str, code: i32, reason: &str, rule: &str) -> String {
+    let message = json_string(&format!("mcpdome: {reason}"));
+    let rule = json_string(rule);
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message},"data":{{"rule":{rule}}}}}}}"#
+    )
+}
+
+/// Parses one line as JSON.
+#[track_caller]
+pub fn json(line: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(line).unwrap_or_else(|err| panic!("not JSON ({err}): {}", show(line)))
 }
