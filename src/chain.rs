@@ -27,15 +27,17 @@ use crate::frame::{Kind, Msg, INVALID_REQUEST};
 use crate::gate::{Gate, Open, Side};
 use crate::policy;
 use crate::throttle;
+use crate::ward;
 
 pub type Check = fn(&Gate, &mut Ctx<'_>) -> Result<(), Deny>;
 
 /// Checks on client → upstream messages: who (identity), how often (throttle), whether they may
-/// (policy).
-pub const INBOUND: &[Check] = &[auth::check, throttle::check, policy::check];
+/// (policy), what they carry (ward), and whether the tool is still the one pinned.
+pub const INBOUND: &[Check] = &[auth::check, throttle::check, policy::check, ward::check, ward::check_pins];
 
-/// Checks on upstream → client messages.
-pub const OUTBOUND: &[Check] = &[policy::filter_tools];
+/// Checks on upstream → client messages: the tools an identity may see (policy), pins, and what
+/// results and definitions carry (ward).
+pub const OUTBOUND: &[Check] = &[policy::filter_tools, ward::check_pins, ward::check];
 
 // JSON-RPC error codes of refusals. -32000 to -32019 are ours (JSON-RPC's implementation range,
 // minus -32001 (a timeout in the TypeScript SDK), -32002 (MCP's resource-not-found) and
@@ -50,6 +52,10 @@ pub const AUTH_FAILED: i32 = -32010;
 pub const RATE_LIMITED: i32 = -32011;
 /// The policy does not allow this action for this identity.
 pub const POLICY_DENIED: i32 = -32013;
+/// The ward found injection, exfiltration, poisoning or a secret.
+pub const WARD_BLOCKED: i32 = -32014;
+/// The tool's definition changed since it was pinned (or is not pinned, with locked pins).
+pub const PIN_DENIED: i32 = -32015;
 /// The audit log could not be written, so the action is not taken.
 pub const AUDIT_FAILED: i32 = -32016;
 /// The params are not what the method needs (JSON-RPC's invalid params).
@@ -94,6 +100,8 @@ pub struct Ctx<'a> {
     pub tool: Option<String>,
     /// Whether a check changed params or result, so the message must be re-serialised.
     pub changed: bool,
+    /// Whether a check found something worth a ledger line even though the message passes.
+    pub flagged: bool,
     action: OnceCell<Result<ActionParams<'a>, Deny>>,
     params: Option<Option<Value>>,
     result: Option<Option<Value>>,
@@ -123,6 +131,7 @@ impl<'a> Ctx<'a> {
             rule: None,
             tool: None,
             changed: false,
+            flagged: false,
             action: OnceCell::new(),
             params: None,
             result: None,

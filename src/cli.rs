@@ -27,6 +27,9 @@ Usage:
   mcpdome explain --config <FILE> [--token <KEY>] --tool <NAME> [--args <JSON>]
   mcpdome keygen [KEY_ID]
   mcpdome verify-log <FILE> [--hmac-key-file <FILE>] [--expect-head <HASH>]
+  mcpdome pins list|diff|approve [NAME...] (--pins <FILE> | -- <SERVER COMMAND>)
+  mcpdome hash-schema <FILE>
+  mcpdome scan [FILE]
   mcpdome help [COMMAND]
   mcpdome --version
 
@@ -36,6 +39,9 @@ Commands:
   explain     Show what the policy decides for one call
   keygen      Make a pre-shared key and its config entry
   verify-log  Check the hash chain of an audit log
+  pins        List, diff and approve tool-definition pins
+  hash-schema Print the pins of a saved tools/list response
+  scan        Run the ward's detectors on a saved tools/list or transcript
   help        Print this help, or the help of a command
 
 Options:
@@ -132,6 +138,39 @@ Options:
 Exits 0 when the chain is intact, 1 naming the first bad line otherwise.
 ";
 
+pub const HELP_PINS: &str = "\
+mcpdome pins: review tool-definition pins
+
+Usage:
+  mcpdome pins list    (--pins <FILE> | -- <SERVER COMMAND>)
+  mcpdome pins diff    [NAME...] (--pins <FILE> | -- <SERVER COMMAND>)
+  mcpdome pins approve [NAME...] (--pins <FILE> | -- <SERVER COMMAND>)
+
+`list` shows every pinned tool and every change waiting for approval; `diff` shows what
+changed; `approve` accepts the changes (all of them when no NAME is given). A running
+gateway sees an approval at once. Without --pins, the default pin file of the server
+command after `--` is used (the one `mcpdome proxy --enable-schema-pin -- <command>` uses).
+";
+
+pub const HELP_HASH_SCHEMA: &str = "\
+mcpdome hash-schema: print the pin of every tool in a saved tools/list response
+
+Usage:
+  mcpdome hash-schema <FILE>
+
+FILE holds a JSON-RPC response line, its `result`, or `{\"tools\": [...]}`.
+";
+
+pub const HELP_SCAN: &str = "\
+mcpdome scan: run the ward's detectors offline
+
+Usage:
+  mcpdome scan [FILE]
+
+FILE (or stdin) holds a saved tools/list response, or a transcript of JSON-RPC lines.
+Prints one line per finding; exits 1 when there are findings, 0 when there are none.
+";
+
 pub enum Command {
     Proxy(ProxyArgs),
     /// `validate FILE`: check a config file and summarise it.
@@ -142,6 +181,12 @@ pub enum Command {
     Keygen(Option<String>),
     /// `verify-log FILE`: check a ledger's chain.
     VerifyLog(VerifyLogArgs),
+    /// `pins list|diff|approve`: review and accept tool-definition changes.
+    Pins(PinsArgs),
+    /// `hash-schema FILE`: the pins of a saved `tools/list` response.
+    HashSchema(PathBuf),
+    /// `scan [FILE]`: the ward's detectors, offline.
+    Scan(Option<PathBuf>),
     /// `help`, `--help`: print the text for this command (`None` = top level).
     Help(Option<String>),
     Version,
@@ -168,6 +213,16 @@ pub struct ExplainArgs {
     pub resource: Option<String>,
     pub prompt: Option<String>,
     pub args: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct PinsArgs {
+    /// `list`, `diff` or `approve`.
+    pub action: String,
+    pub names: Vec<String>,
+    pub pins: Option<PathBuf>,
+    /// The server command whose default pin file to use.
+    pub upstream: Vec<OsString>,
 }
 
 #[derive(Debug, Default)]
@@ -198,6 +253,9 @@ pub fn help_text(command: Option<&str>) -> Option<&'static str> {
         Some("explain") => Some(HELP_EXPLAIN),
         Some("keygen") => Some(HELP_KEYGEN),
         Some("verify-log") => Some(HELP_VERIFY_LOG),
+        Some("pins") => Some(HELP_PINS),
+        Some("hash-schema") => Some(HELP_HASH_SCHEMA),
+        Some("scan") => Some(HELP_SCAN),
         Some("help") => Some(HELP),
         Some(_) => None,
     }
@@ -228,6 +286,19 @@ fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
                         Ok(Command::Keygen(key_id))
                     }
                     Some("verify-log") => parse_verify_log(&mut parser),
+                    Some("pins") => parse_pins(&mut parser),
+                    Some("hash-schema") => Ok(Command::HashSchema(one_path(&mut parser, "hash-schema", "FILE")?)),
+                    Some("scan") => {
+                        let mut file = None;
+                        while let Some(arg) = parser.next()? {
+                            match arg {
+                                Short('h') | Long("help") => return Ok(Command::Help(Some("scan".to_owned()))),
+                                Value(value) if file.is_none() => file = Some(PathBuf::from(value)),
+                                _ => return Err(arg.unexpected().into()),
+                            }
+                        }
+                        Ok(Command::Scan(file))
+                    }
                     Some("help") => {
                         let topic = parser.next()?;
                         match topic {
@@ -281,6 +352,29 @@ fn parse_explain(parser: &mut lexopt::Parser) -> Result<Command, Error> {
         return Err(Error::usage("explain needs exactly one of `--tool NAME`, `--resource URI`, `--prompt NAME`"));
     }
     Ok(Command::Explain(args))
+}
+
+fn parse_pins(parser: &mut lexopt::Parser) -> Result<Command, Error> {
+    let mut args = PinsArgs::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(Some("pins".to_owned()))),
+            Long("pins") => args.pins = Some(parser.value()?.into()),
+            Value(value) if args.action.is_empty() => args.action = value.string()?,
+            Value(value) => args.names.push(value.string()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+        if parser.try_raw_args().is_some_and(|raw| raw.peek() == Some(std::ffi::OsStr::new("--"))) {
+            let mut raw = parser.raw_args()?;
+            raw.next();
+            args.upstream = raw.collect();
+            break;
+        }
+    }
+    if args.action.is_empty() {
+        return Err(Error::usage("missing action: usage: mcpdome pins list|diff|approve [NAME...] --pins FILE"));
+    }
+    Ok(Command::Pins(args))
 }
 
 fn parse_verify_log(parser: &mut lexopt::Parser) -> Result<Command, Error> {

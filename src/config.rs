@@ -20,7 +20,9 @@ use crate::cli::ProxyArgs;
 use crate::error::Error;
 use crate::glob::Glob;
 use crate::policy::{Constraint, Effect, IdentityMatch, Names, Policy, Rule, Window};
+use crate::scan::{RuleSpec, Scanner};
 use crate::throttle::{self, Budget, Limits, Rate};
+use crate::ward::Ward;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "mcpdome.toml";
@@ -28,6 +30,14 @@ pub const DEFAULT_CONFIG_FILE: &str = "mcpdome.toml";
 /// Compiled size limit for one policy regex (regex-lite's default is far larger). A policy is
 /// trusted input, but a typo like `(a+)+{1000}` should fail at load, not at the first message.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// The command-line switches that turn features on without a file (or on top of one).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Switches {
+    pub rate_limit: bool,
+    pub ward: bool,
+    pub schema_pin: bool,
+}
 
 #[derive(Debug)]
 pub struct Config {
@@ -50,9 +60,10 @@ impl Config {
             Some(path) => Some(path.clone()),
             None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|path| path.is_file()),
         };
+        let switches = Switches { rate_limit: args.enable_rate_limit, ward: args.enable_ward, schema_pin: args.enable_schema_pin };
         let settings = match &config_file {
-            Some(path) => Settings::load(path, args.enable_rate_limit)?,
-            None => Settings::transparent(args.enable_rate_limit),
+            Some(path) => Settings::load(path, switches)?,
+            None => Settings::transparent(switches),
         };
         let config = Config {
             max_message_bytes: args.max_message_bytes,
@@ -66,16 +77,8 @@ impl Config {
         Ok((config, settings))
     }
 
-    /// One line per requested feature that this version does not enforce yet.
-    pub fn not_enforced(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        if self.enable_ward {
-            out.push("--enable-ward: the ward is not in this version; messages are not scanned");
-        }
-        if self.enable_schema_pin {
-            out.push("--enable-schema-pin: schema pinning is not in this version; tool definitions are not pinned");
-        }
-        out
+    pub fn switches(&self) -> Switches {
+        Switches { rate_limit: self.enable_rate_limit, ward: self.enable_ward, schema_pin: self.enable_schema_pin }
     }
 }
 
@@ -92,6 +95,10 @@ pub struct Settings {
     pub limits: Limits,
     pub budgets: Vec<BudgetRule>,
     pub ledger: Option<LedgerSettings>,
+    /// The ward, compiled; `None` when it is off.
+    pub ward: Option<Ward>,
+    /// Schema pinning; `None` when it is off. Read at start-up only.
+    pub pins: Option<PinSettings>,
     /// Things that work but deserve a word at start-up (a plaintext secret in the file).
     pub warnings: Vec<String>,
 }
@@ -104,6 +111,13 @@ pub struct BudgetRule {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinSettings {
+    /// `None`: the default file for the upstream command (`pin::default_path`).
+    pub file: Option<PathBuf>,
+    pub mode: crate::pin::Mode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerSettings {
     pub path: PathBuf,
     pub hmac_key_file: Option<PathBuf>,
@@ -111,25 +125,27 @@ pub struct LedgerSettings {
 }
 
 impl Settings {
-    /// No file: relay everything; `--enable-rate-limit` still applies its defaults.
-    pub fn transparent(enable_rate_limit: bool) -> Settings {
+    /// No file: relay everything; the `--enable-*` switches still apply their defaults.
+    pub fn transparent(switches: Switches) -> Settings {
         Settings {
             from_file: false,
             policy: None,
             allow_anonymous: true,
             keys: Vec::new(),
-            limits: if enable_rate_limit { Limits::defaults() } else { Limits::default() },
+            limits: if switches.rate_limit { Limits::defaults() } else { Limits::default() },
             budgets: Vec::new(),
             ledger: None,
+            ward: switches.ward.then(|| Ward::defaults(Scanner::builtin())),
+            pins: switches.schema_pin.then_some(PinSettings { file: None, mode: crate::pin::Mode::TrustOnFirstUse }),
             warnings: Vec::new(),
         }
     }
 
-    pub fn load(path: &Path, enable_rate_limit: bool) -> Result<Settings, Error> {
+    pub fn load(path: &Path, switches: Switches) -> Result<Settings, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| Error::io(format!("failed to read config file `{}`", path.display()), err))?;
         let base = path.parent().unwrap_or(Path::new(""));
-        parse(&text, base, enable_rate_limit).map_err(|errors| {
+        parse(&text, base, switches).map_err(|errors| {
             let name = path.display().to_string();
             let lines: Vec<String> = errors.iter().map(|err| format!("{name}:{err}")).collect();
             Error::usage(format!("invalid config file `{name}`:\n  {}", lines.join("\n  ")))
@@ -172,10 +188,14 @@ impl Watch {
         self.loaded = stamp(&self.path);
         self.seen = self.loaded;
         let name = self.path.display().to_string();
-        let (outcome, reason) = match Settings::load(&self.path, gate.config.enable_rate_limit) {
+        let (outcome, reason) = match Settings::load(&self.path, gate.config.switches()) {
             Ok(settings) => {
-                if settings.ledger != gate.settings().ledger {
+                let current = gate.settings();
+                if settings.ledger != current.ledger {
                     crate::warn!("{name}: [ledger] changes take effect at the next start");
+                }
+                if settings.pins != current.pins {
+                    crate::warn!("{name}: [schema_pin] changes take effect at the next start");
                 }
                 for warning in &settings.warnings {
                     crate::warn!("{warning}");
@@ -258,20 +278,18 @@ impl fmt::Display for ConfigError {
     }
 }
 
-const TOP_LEVEL: &[&str] = &["mcpdome", "sentinel", "psk", "api_key", "rate_limit", "budget", "rules", "ledger"];
+const TOP_LEVEL: &[&str] =
+    &["mcpdome", "sentinel", "psk", "api_key", "rate_limit", "budget", "rules", "ledger", "ward", "schema_pin"];
 
 /// Parses and checks a settings file. Relative paths in it are relative to `base` (the file's
 /// directory). Returns every error found, not just the first.
-pub fn parse(text: &str, base: &Path, enable_rate_limit: bool) -> Result<Settings, Vec<ConfigError>> {
+pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Vec<ConfigError>> {
     let root: Value = basic_toml::from_str(text).map_err(|err| vec![toml_error(&err.to_string())])?;
     let mut p = Parser { text, errors: Vec::new(), warnings: Vec::new() };
     let Value::Object(root) = root else { unreachable!("a TOML document is a table") };
     for key in root.keys() {
         if !TOP_LEVEL.contains(&key.as_str()) {
-            let message = match key.as_str() {
-                "ward" | "schema_pin" => format!("[{key}] is not supported by this version of mcpdome"),
-                _ => format!("unknown section `{key}`; expected one of {}", TOP_LEVEL.join(", ")),
-            };
+            let message = format!("unknown section `{key}`; expected one of {}", TOP_LEVEL.join(", "));
             p.error_at(p.locate_section(key, None), String::new(), message);
         }
     }
@@ -302,7 +320,7 @@ pub fn parse(text: &str, base: &Path, enable_rate_limit: bool) -> Result<Setting
             }
         }
     }
-    let mut limits = if enable_rate_limit { Limits::defaults() } else { Limits::default() };
+    let mut limits = if switches.rate_limit { Limits::defaults() } else { Limits::default() };
     if let Some(table) = p.table(&root, "rate_limit") {
         let at = p.locate_section("rate_limit", None);
         let mut t = Fields::new(&mut p, table, "[rate_limit]", at);
@@ -349,6 +367,64 @@ pub fn parse(text: &str, base: &Path, enable_rate_limit: bool) -> Result<Setting
         ledger = path.map(|path| LedgerSettings { path: base.join(path), hmac_key_file, include_arguments });
     }
 
+    let mut ward = None;
+    let ward_table = p.table(&root, "ward");
+    if ward_table.is_some() || switches.ward {
+        let empty = Map::new();
+        let at = p.locate_section("ward", None);
+        let mut t = Fields::new(&mut p, ward_table.unwrap_or(&empty), "[ward]", at);
+        let enabled = t.bool("enabled").unwrap_or(true) || switches.ward;
+        let mut actions = Vec::new();
+        for category in ["injection", "role_hijack", "exfiltration", "tool_poisoning", "secret", "secret_in_results"] {
+            if let Some(name) = t.string(category) {
+                match crate::ward::Action::from_name(&name) {
+                    Some(action) => actions.push((category, action)),
+                    None => t.error(category, format!("`{category}` must be \"block\", \"redact\" or \"log\"")),
+                }
+            }
+        }
+        let rules = t.ward_rules("rules");
+        t.finish(&["enabled", "injection", "role_hijack", "exfiltration", "tool_poisoning", "secret", "secret_in_results", "rules"]);
+        if enabled {
+            match Scanner::with_rules(rules.unwrap_or_default()) {
+                Ok(scanner) => {
+                    let mut compiled = Ward::defaults(scanner);
+                    for (name, action) in actions {
+                        match crate::scan::Category::from_name(name) {
+                            Some(category) => {
+                                compiled.actions.insert(category, action);
+                            }
+                            None => compiled.secret_in_results = action,
+                        }
+                    }
+                    ward = Some(compiled);
+                }
+                Err(err) => p.error_at(at, "[ward]".to_owned(), err),
+            }
+        }
+    }
+    let mut pins = None;
+    let pin_table = p.table(&root, "schema_pin");
+    if pin_table.is_some() || switches.schema_pin {
+        let empty = Map::new();
+        let at = p.locate_section("schema_pin", None);
+        let mut t = Fields::new(&mut p, pin_table.unwrap_or(&empty), "[schema_pin]", at);
+        let enabled = t.bool("enabled").unwrap_or(true) || switches.schema_pin;
+        let file = t.string("file").map(|file| base.join(file));
+        let mode = match t.string("mode").as_deref() {
+            None | Some("tofu") => Some(crate::pin::Mode::TrustOnFirstUse),
+            Some("locked") => Some(crate::pin::Mode::Locked),
+            Some(_) => {
+                t.error("mode", "`mode` must be \"tofu\" (trust on first use) or \"locked\"".to_owned());
+                None
+            }
+        };
+        t.finish(&["enabled", "file", "mode"]);
+        if let (true, Some(mode)) = (enabled, mode) {
+            pins = Some(PinSettings { file, mode });
+        }
+    }
+
     if !p.errors.is_empty() {
         return Err(p.errors);
     }
@@ -356,7 +432,7 @@ pub fn parse(text: &str, base: &Path, enable_rate_limit: bool) -> Result<Setting
     rules.sort_by_key(|rule| rule.priority);
     let policy = (!rules.is_empty() || default_effect.is_some())
         .then(|| Policy { rules, default_effect: default_effect.unwrap_or(Effect::Deny) });
-    Ok(Settings { from_file: true, policy, allow_anonymous, keys, limits, budgets, ledger, warnings: p.warnings })
+    Ok(Settings { from_file: true, policy, allow_anonymous, keys, limits, budgets, ledger, ward, pins, warnings: p.warnings })
 }
 
 /// basic-toml reports "… at line 3 column 12"; we print `3:12: …`.
@@ -819,6 +895,54 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
         Some(out)
     }
 
+    /// `rules = [{ id, category, pattern, anchors, targets }]` under `[ward]`.
+    fn ward_rules(&mut self, key: &str) -> Option<Vec<RuleSpec>> {
+        let Value::Array(items) = self.get(key)? else {
+            self.error(key, format!("`{key}` must be an array of {{ id, category, pattern, anchors }} tables"));
+            return None;
+        };
+        let mut out = Vec::new();
+        for (idx, item) in items.iter().enumerate() {
+            let text = |field: &str| item.get(field).and_then(Value::as_str).map(str::to_owned);
+            let list = |field: &str| -> Option<Vec<String>> {
+                match item.get(field) {
+                    None => Some(Vec::new()),
+                    Some(Value::Array(values)) => values.iter().map(|v| v.as_str().map(str::to_owned)).collect(),
+                    Some(_) => None,
+                }
+            };
+            let known = ["id", "category", "pattern", "anchors", "targets"];
+            if let Some(unknown) = item.as_object().and_then(|table| table.keys().find(|k| !known.contains(&k.as_str()))) {
+                self.error(key, format!("unknown field `{key}[{idx}].{unknown}`; expected one of {}", known.join(", ")));
+                return None;
+            }
+            let category = text("category").and_then(|name| crate::scan::Category::from_name(&name));
+            let targets = list("targets").and_then(|names| {
+                names
+                    .iter()
+                    .map(|name| match name.as_str() {
+                        "request" => Some(crate::scan::Target::Request),
+                        "response" => Some(crate::scan::Target::Response),
+                        "tool_definition" => Some(crate::scan::Target::ToolDefinition),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+            match (text("id"), category, text("pattern"), list("anchors"), targets) {
+                (Some(id), Some(category), Some(pattern), Some(anchors), Some(targets)) => {
+                    out.push(RuleSpec { id, category, pattern, anchors, targets });
+                }
+                _ => {
+                    self.error(key, format!(
+                        "`{key}[{idx}]` needs id, category (injection, role_hijack, exfiltration, tool_poisoning, secret), pattern, and optionally anchors = [..] and targets = [\"request\", \"response\", \"tool_definition\"]"
+                    ));
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
     fn rate(&mut self, key: &str) -> Option<Rate> {
         let value = self.get(key)?;
         let rate = value.get("rate").and_then(Value::as_f64);
@@ -890,7 +1014,7 @@ fn minutes(text: &str) -> Option<u16> {
 /// Parses a settings text that must be valid; for tests elsewhere in the crate.
 #[cfg(test)]
 pub fn parse_policy_text(text: &str) -> Policy {
-    match parse(text, Path::new(""), false) {
+    match parse(text, Path::new(""), Switches::default()) {
         Ok(settings) => settings.policy.expect("the text has rules"),
         Err(errors) => panic!("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
     }
@@ -902,7 +1026,7 @@ mod tests {
 
     #[track_caller]
     fn errors(text: &str, expected: &[&str]) {
-        match parse(text, Path::new(""), false) {
+        match parse(text, Path::new(""), Switches::default()) {
             Ok(_) => panic!("accepted:\n{text}"),
             Err(errors) => {
                 let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -915,17 +1039,17 @@ mod tests {
 
     #[test]
     fn empty_file_is_transparent() {
-        let settings = parse("", Path::new(""), false).unwrap();
+        let settings = parse("", Path::new(""), Switches::default()).unwrap();
         assert!(settings.policy.is_none());
         assert!(settings.allow_anonymous);
-        let settings = parse("[mcpdome]\ndefault_effect = \"deny\"\n", Path::new(""), false).unwrap();
+        let settings = parse("[mcpdome]\ndefault_effect = \"deny\"\n", Path::new(""), Switches::default()).unwrap();
         assert_eq!(settings.policy.unwrap().default_effect, Effect::Deny);
     }
 
     #[test]
     fn rules_sorted_by_priority_then_file_order() {
         let text = format!("{}\n{}\n{}", RULE.replace("\"r\"", "\"a\"").replace("1\n", "5\n"), RULE.replace("\"r\"", "\"b\""), RULE.replace("\"r\"", "\"c\""));
-        let ids: Vec<String> = parse(&text, Path::new(""), false).unwrap().policy.unwrap().rules.into_iter().map(|r| r.id).collect();
+        let ids: Vec<String> = parse(&text, Path::new(""), Switches::default()).unwrap().policy.unwrap().rules.into_iter().map(|r| r.id).collect();
         assert_eq!(ids, ["b", "c", "a"]);
     }
 
@@ -943,8 +1067,8 @@ mod tests {
             "7:1: rules[0] (id = \"r\"): `arguments[0].deny_regex` `(` does not compile: found open group without closing ')'",
         ]);
         errors(&format!("{RULE}\n{RULE}"), &["8:1: rules[1] (id = \"r\"): id \"r\" is used by an earlier rule"]);
-        errors("[ward]\nx = 1\n", &["1:1: [ward] is not supported by this version of mcpdome"]);
-        errors("[polcy]\n", &["1:1: unknown section `polcy`; expected one of mcpdome, sentinel, psk, api_key, rate_limit, budget, rules, ledger"]);
+        errors("[ward]\nx = 1\n", &["2:1: [ward]: unknown field `x`; expected one of enabled, injection, role_hijack, exfiltration, tool_poisoning, secret, secret_in_results, rules"]);
+        errors("[polcy]\n", &["1:1: unknown section `polcy`; expected one of mcpdome, sentinel, psk, api_key, rate_limit, budget, rules, ledger, ward, schema_pin"]);
         errors("[[rules]]\nid = \n", &["2:6: TOML syntax: expected a value, found a newline"]);
         errors("[[psk]]\nkey_id = \"ci\"\nsecret_sha256 = \"abc\"\n", &["3:1: psk[0] (key_id = \"ci\"): secret_sha256 must be 64 hexadecimal digits"]);
         errors("[rate_limit]\nper_tool = { rate = 0 }\n", &["2:1: [rate_limit]: `per_tool` must be { rate = <calls per second, > 0>, burst = <calls, >= 1> }"]);
@@ -954,7 +1078,7 @@ mod tests {
     fn keys_and_warnings() {
         let hex = "a".repeat(64);
         let text = format!("[[psk]]\nkey_id = \"ci\"\nsecret_sha256 = \"{hex}\"\nlabels = [\"role:ci\"]\n\n[[api_key]]\nkey_id = \"old\"\nsecret = \"hunter2\"\n");
-        let settings = parse(&text, Path::new(""), false).unwrap();
+        let settings = parse(&text, Path::new(""), Switches::default()).unwrap();
         let principals: Vec<&str> = settings.keys.iter().map(|k| k.identity.principal.as_str()).collect();
         assert_eq!(principals, ["psk:ci", "api_key:old"]);
         assert_eq!(settings.warnings.len(), 1);

@@ -53,7 +53,7 @@ pub enum Read<'a> {
 pub struct Oversize {
     /// Bytes in the line, newline excluded.
     pub len: u64,
-    /// The top-level `id` as JSON text, when the scan could find a valid one.
+    /// The top-level `id` in canonical form ([`id_key`]), when the scan could find a valid one.
     pub id: Option<String>,
     /// Whether a top-level `method` key was seen (a request or notification, not a response).
     pub has_method: bool,
@@ -543,7 +543,7 @@ impl IdSniffer {
         }
         let text = std::str::from_utf8(self.id.as_deref()?).ok()?.trim();
         let raw = serde_json::from_str::<&RawValue>(text).ok()?;
-        valid_id(raw).then(|| text.to_owned())
+        valid_id(raw).then(|| id_key(raw).into_owned())
     }
 }
 

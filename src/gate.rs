@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use crate::auth::Identity;
 use crate::config::{Config, Settings};
 use crate::ledger::Ledger;
+use crate::pin::Pins;
+use crate::ward::Quarantine;
 use crate::throttle::Throttle;
 
 /// One end of the relay.
@@ -69,6 +71,10 @@ pub struct Gate {
     pub throttle: Throttle,
     /// The audit log, if one is configured. It locks internally, one line at a time.
     pub ledger: Option<Ledger>,
+    /// Tool-definition pins, if enabled. They lock internally.
+    pub pins: Option<Pins>,
+    /// Tools the ward removed from a list; calls to them are refused.
+    pub quarantine: Quarantine,
     writers: [Mutex<Option<Writer>>; 2],
     requests: [Mutex<Requests>; 2],
 }
@@ -112,6 +118,8 @@ impl Gate {
             anonymous: Arc::new(Identity::anonymous()),
             throttle: Throttle::new(),
             ledger: None,
+            pins: None,
+            quarantine: Quarantine::default(),
             writers: [Mutex::new(Some(to_client)), Mutex::new(Some(to_upstream))],
             requests: [Mutex::default(), Mutex::default()],
         }
@@ -120,6 +128,12 @@ impl Gate {
     /// Adds the audit log; every decision is recorded in it from then on.
     pub fn with_ledger(mut self, ledger: Ledger) -> Gate {
         self.ledger = Some(ledger);
+        self
+    }
+
+    /// Adds tool-definition pins.
+    pub fn with_pins(mut self, pins: Pins) -> Gate {
+        self.pins = Some(pins);
         self
     }
 

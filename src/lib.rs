@@ -56,6 +56,7 @@ pub mod normalize;
 pub mod scan;
 pub mod ledger;
 pub mod pin;
+pub mod ward;
 pub mod relay;
 pub mod upstream;
 pub mod signal;

@@ -13,6 +13,7 @@ use mcpdome::chain;
 use mcpdome::cli::{self, Command, ExplainArgs, VerifyLogArgs};
 use mcpdome::config::{self, Config};
 use mcpdome::ledger;
+use mcpdome::pin;
 use mcpdome::policy::{Action, Effect};
 use mcpdome::error::Error;
 use mcpdome::gate::Gate;
@@ -48,10 +49,18 @@ fn run() -> Result<u8, Error> {
         Command::Explain(args) => explain(&args),
         Command::Keygen(key_id) => keygen(key_id.as_deref()),
         Command::VerifyLog(args) => verify_log(&args),
+        Command::Pins(args) => pins(&args),
+        Command::HashSchema(file) => {
+            let text = read_input(Some(&file))?;
+            let out = pin::hash_schema(&text).map_err(|err| Error::usage(format!("{}: {err}", file.display())))?;
+            print_stdout(&out);
+            Ok(0)
+        }
+        Command::Scan(file) => scan(file.as_deref()),
         Command::Proxy(args) => {
             log::set_level(args.log_level);
             let (config, settings) = Config::load(&args)?;
-            for line in config.not_enforced().into_iter().map(str::to_owned).chain(settings.warnings.iter().cloned()) {
+            for line in &settings.warnings {
                 warn!("{line}");
             }
             // The audit log first: if it cannot be written, nothing starts.
@@ -65,6 +74,15 @@ fn run() -> Result<u8, Error> {
                 let record = ledger::Record { event: "start", detail: Some(&detail), ..Default::default() };
                 ledger.append(&record).map_err(|err| Error::io("failed to write the audit log", err))?;
             }
+            // Pins next, for the same reason: an unreadable pin file stops mcpdome here.
+            let pins = match &settings.pins {
+                Some(pin_settings) => {
+                    let path = pin_settings.file.clone().unwrap_or_else(|| pin::default_path(&args.upstream));
+                    mcpdome::info!("pins: {} ({})", path.display(), pin_settings.mode.name());
+                    Some(pin::Pins::load(path, pin_settings.mode)?)
+                }
+                None => None,
+            };
             // Before any thread or child exists, so that every thread inherits the mask.
             let signals =
                 signal::block().map_err(|err| Error::io("failed to block signals", err))?;
@@ -73,6 +91,9 @@ fn run() -> Result<u8, Error> {
             let client_in = dup(io::stdin().as_fd(), "stdin")?;
             let to_client = dup(io::stdout().as_fd(), "stdout")?;
             let mut gate = Gate::new(config, settings, Box::new(to_client), Box::new(to_upstream));
+            if let Some(pins) = pins {
+                gate = gate.with_pins(pins);
+            }
             if let Some(ledger) = ledger {
                 gate = gate.with_ledger(ledger);
             }
@@ -103,7 +124,7 @@ fn validate(file: &Path) -> Result<u8, Error> {
         .map_err(|err| Error::io(format!("failed to read config file `{}`", file.display()), err))?;
     let base = file.parent().unwrap_or(Path::new(""));
     let name = file.display();
-    match config::parse(&text, base, false) {
+    match config::parse(&text, base, config::Switches::default()) {
         Err(errors) => {
             for err in &errors {
                 let _ = writeln!(io::stderr(), "{name}:{err}");
@@ -123,7 +144,7 @@ fn validate(file: &Path) -> Result<u8, Error> {
 
 fn explain(args: &ExplainArgs) -> Result<u8, Error> {
     let path = args.config.clone().unwrap_or_else(|| config::DEFAULT_CONFIG_FILE.into());
-    let settings = config::Settings::load(&path, false)?;
+    let settings = config::Settings::load(&path, config::Switches::default())?;
     let arguments: Option<serde_json::Value> = match &args.args {
         None => None,
         Some(text) => Some(
@@ -201,6 +222,52 @@ fn verify_log(args: &VerifyLogArgs) -> Result<u8, Error> {
             let _ = writeln!(io::stderr(), "{}: {broken}", args.file.display());
             // Line 0 means the file as a whole could not be checked (unreadable, bad arguments).
             Ok(if broken.line == 0 { 2 } else { 1 })
+        }
+    }
+}
+
+fn pins(args: &cli::PinsArgs) -> Result<u8, Error> {
+    let path = match (&args.pins, args.upstream.is_empty()) {
+        (Some(path), _) => path.clone(),
+        (None, false) => pin::default_path(&args.upstream),
+        (None, true) => {
+            return Err(Error::usage("say which pin file: `--pins FILE`, or `-- <server command>` for its default file"))
+        }
+    };
+    let out = match args.action.as_str() {
+        "list" => pin::list(&path)?,
+        "diff" => pin::diff(&path, &args.names)?,
+        "approve" => pin::approve(&path, &args.names)?,
+        other => return Err(Error::usage(format!("unknown pins action {other:?}; expected list, diff or approve"))),
+    };
+    print_stdout(&out);
+    Ok(0)
+}
+
+/// `mcpdome scan`: the ward's detectors on a saved `tools/list` response, or on a transcript of
+/// JSON-RPC lines, offline. Exit 1 when anything is found.
+fn scan(file: Option<&Path>) -> Result<u8, Error> {
+    let text = read_input(file)?;
+    let scanner = mcpdome::scan::Scanner::builtin();
+    let name = file.map_or("stdin".to_owned(), |file| file.display().to_string());
+    let report = mcpdome::ward::scan_document(&scanner, &text);
+    let mut out = String::new();
+    for line in &report {
+        out.push_str(&format!("{name}:{line}\n"));
+    }
+    out.push_str(&format!("{name}: {} finding(s)\n", report.len()));
+    print_stdout(&out);
+    Ok(if report.is_empty() { 0 } else { 1 })
+}
+
+fn read_input(file: Option<&Path>) -> Result<String, Error> {
+    use std::io::Read;
+    match file {
+        Some(file) => std::fs::read_to_string(file).map_err(|err| Error::io(format!("failed to read `{}`", file.display()), err)),
+        None => {
+            let mut text = String::new();
+            io::stdin().read_to_string(&mut text).map_err(|err| Error::io("failed to read stdin", err))?;
+            Ok(text)
         }
     }
 }

@@ -312,10 +312,14 @@ fn relay_line(gate: &Gate, checks: &[Check], from: Side, n: u64, bytes: &[u8]) -
 fn audit_allowed(gate: &Gate, ctx: &Ctx<'_>, id: Option<&str>) -> Result<(), Deny> {
     let Some(ledger) = &gate.ledger else { return Ok(()) };
     let is_client_request = ctx.from == Side::Client && ctx.msg.kind == Kind::Request;
-    if !is_client_request && !ctx.changed {
+    if !is_client_request && !ctx.changed && !ctx.flagged {
         return Ok(());
     }
-    let decision = if ctx.changed && !is_client_request { "filter" } else { "allow" };
+    let decision = match (is_client_request, ctx.changed, ctx.flagged) {
+        (true, _, false) => "allow",
+        (false, true, _) => "filter",
+        _ => "flag",
+    };
     let record = record(ctx, id, decision);
     let arguments = arguments_of(ctx);
     let record = ledger::Record { arguments, rule: ctx.rule.as_deref(), ..record };

@@ -43,7 +43,7 @@ fn validate_reports_every_error_with_its_position_and_rule() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert_eq!(out.stdout, "");
     let expected = [
-        format!("{file}:29:1: unknown section `sentinal`; expected one of mcpdome, sentinel, psk, api_key, rate_limit, budget, rules, ledger"),
+        format!("{file}:29:1: unknown section `sentinal`; expected one of mcpdome, sentinel, psk, api_key, rate_limit, budget, rules, ledger, ward, schema_pin"),
         format!("{file}:17:1: rules[1] (id = \"dev-read-tools\"): unknown field `tool`; expected one of id, description, priority, effect, identities, tools, resources, prompts, methods, arguments, hours, days"),
         format!("{file}:12:1: rules[1] (id = \"dev-read-tools\"): a rule must name what it governs: `tools`, `resources`, `prompts` or `methods`"),
         format!("{file}:25:1: rules[2] (id = \"dev-write-safe\"): unknown field `arguments[0].alow_glob`; expected param, allow_glob, deny_regex or max_length"),

@@ -1,0 +1,396 @@
+//! The ward in the chain: where the scanner looks, and what its findings do.
+//!
+//! `scan` finds; this module decides. It scans:
+//! - client → server: the arguments of `tools/call` and `prompts/get`, and the params of
+//!   `completion/complete` (as [`Target::Request`]);
+//! - server → client: the results of `tools/call`, `resources/read` and `prompts/get`, and
+//!   server requests aimed at the client's model (`sampling/createMessage`, `elicitation/create`)
+//!   (as [`Target::Response`]);
+//! - every tool definition in a `tools/list` result, and the server's `instructions` (as
+//!   [`Target::ToolDefinition`]).
+//!
+//! Each finding's category has an action: `block` refuses the message (a request gets an error;
+//! a response becomes an error for the request it answers; a poisoned tool is removed from the
+//! list and calls to it are refused), `redact` replaces secrets with `[REDACTED:<rule>]` and lets
+//! the rest through, `log` only records. Every finding is logged and written to the ledger with
+//! its rule and a short excerpt (secrets masked).
+//!
+//! Pins (`pin`) are checked here too, because they act on the same messages: a tool whose
+//! definition drifted from its pin is removed from `tools/list` and calls to it are refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::chain::{Ctx, Deny, PIN_DENIED, WARD_BLOCKED};
+use crate::frame::Kind;
+use crate::gate::{Gate, Side};
+use crate::scan::{Category, Finding, Scanner, Target};
+use crate::{info, warn};
+
+/// What a finding of a category does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Block,
+    Redact,
+    Log,
+}
+
+impl Action {
+    pub fn from_name(name: &str) -> Option<Action> {
+        match name {
+            "block" => Some(Action::Block),
+            "redact" => Some(Action::Redact),
+            "log" => Some(Action::Log),
+            _ => None,
+        }
+    }
+}
+
+/// The ward's settings, compiled.
+#[derive(Debug)]
+pub struct Ward {
+    pub scanner: Scanner,
+    /// Per category, for requests and tool definitions.
+    pub actions: HashMap<Category, Action>,
+    /// Secrets found in what a server sends back (`redact` by default).
+    pub secret_in_results: Action,
+}
+
+impl Ward {
+    /// The defaults of `--enable-ward`: block everything, redact secrets in results.
+    pub fn defaults(scanner: Scanner) -> Ward {
+        let actions = [Category::Injection, Category::RoleHijack, Category::Exfiltration, Category::ToolPoisoning, Category::Secret]
+            .into_iter()
+            .map(|category| (category, Action::Block))
+            .collect();
+        Ward { scanner, actions, secret_in_results: Action::Redact }
+    }
+
+    fn action(&self, finding: &Finding, target: Target) -> Action {
+        if finding.category == Category::Secret && target == Target::Response {
+            return self.secret_in_results;
+        }
+        self.actions.get(&finding.category).copied().unwrap_or(Action::Block)
+    }
+}
+
+/// Tools the ward removed from a list because their definitions are poisoned: calls to them are
+/// refused for the rest of the session. Written by the outbound thread, read by the inbound one.
+#[derive(Debug, Default)]
+pub struct Quarantine {
+    tools: Mutex<HashMap<String, String>>,
+}
+
+impl Quarantine {
+    fn add(&self, tool: &str, why: String) {
+        let mut tools = self.tools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        tools.insert(tool.to_owned(), why);
+    }
+
+    fn remove(&self, tool: &str) {
+        self.tools.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(tool);
+    }
+
+    fn get(&self, tool: &str) -> Option<String> {
+        self.tools.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(tool).cloned()
+    }
+}
+
+/// The chain's entry point, for both directions.
+pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+    let settings = Arc::clone(&ctx.settings);
+    let Some(ward) = &settings.ward else { return Ok(()) };
+    match (ctx.from, ctx.msg.kind) {
+        (Side::Client, Kind::Request | Kind::Notification) => check_request(gate, ward, ctx),
+        (Side::Upstream, Kind::Response) => check_response(gate, ward, ctx),
+        (Side::Upstream, Kind::Request) => check_server_request(ward, ctx),
+        _ => Ok(()),
+    }
+}
+
+fn check_request(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+    let method = ctx.msg.method();
+    let raw = match method {
+        "tools/call" | "prompts/get" => {
+            let action = ctx.action()?;
+            if method == "tools/call" {
+                if let Some(why) = action.name.as_deref().and_then(|name| gate.quarantine.get(name)) {
+                    let deny = Deny::new(WARD_BLOCKED, why);
+                    return Err(Deny { rule: Some("ward-quarantine".to_owned()), ..deny });
+                }
+            }
+            action.arguments.map(|raw| raw.get())
+        }
+        "completion/complete" => ctx.msg.params.map(|raw| raw.get()),
+        _ => None,
+    };
+    let Some(raw) = raw else { return Ok(()) };
+    let findings = ward.scanner.scan_json_text(raw, Target::Request);
+    decide(ward, ctx, &findings, Target::Request, "arguments")
+}
+
+fn check_server_request(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+    if !matches!(ctx.msg.method(), "sampling/createMessage" | "elicitation/create") {
+        return Ok(());
+    }
+    let Some(raw) = ctx.msg.params else { return Ok(()) };
+    let findings = ward.scanner.scan_json_text(raw.get(), Target::Response);
+    decide(ward, ctx, &findings, Target::Response, "the server's request")
+}
+
+fn check_response(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+    let Some(request) = &ctx.request else { return Ok(()) };
+    let method = request.method.clone();
+    match &*method {
+        "tools/list" => screen_tools(gate, ward, ctx),
+        "initialize" => screen_instructions(ward, ctx),
+        "tools/call" | "resources/read" | "prompts/get" => {
+            let Some(raw) = ctx.msg.result else { return Ok(()) };
+            let findings = ward.scanner.scan_json_text(raw.get(), Target::Response);
+            decide(ward, ctx, &findings, Target::Response, "the result")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Applies the actions of `findings` to the message: the first blocking finding refuses it;
+/// secrets with `redact` are replaced in place.
+fn decide(ward: &Ward, ctx: &mut Ctx<'_>, findings: &[Finding], target: Target, what: &str) -> Result<(), Deny> {
+    if findings.is_empty() {
+        return Ok(());
+    }
+    for finding in findings {
+        info!("ward: {} in {what}: {} ({}): {}", finding.category.name(), finding.rule, finding.via, finding.excerpt);
+    }
+    if let Some(finding) = findings.iter().find(|finding| ward.action(finding, target) == Action::Block) {
+        return Err(block(finding, what));
+    }
+    let redact = findings.iter().any(|finding| finding.category == Category::Secret && ward.action(finding, target) == Action::Redact);
+    if redact {
+        redact_message(ward, ctx)?;
+    }
+    ctx.rule = Some(findings.iter().map(|finding| finding.rule.as_str()).collect::<Vec<_>>().join(","));
+    ctx.flagged = true;
+    Ok(())
+}
+
+fn block(finding: &Finding, what: &str) -> Deny {
+    let reason = format!(
+        "blocked by the ward: {} in {what} (rule {}): \"{}\"",
+        finding.category.name(),
+        finding.rule,
+        finding.excerpt
+    );
+    let data = serde_json::json!({ "category": finding.category.name() });
+    Deny { code: WARD_BLOCKED, reason, rule: Some(finding.rule.clone()), data: Some(data) }
+}
+
+/// Replaces secrets in the part of the message that was scanned.
+fn redact_message(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+    let target = match ctx.msg.kind {
+        Kind::Response => ctx.result_mut()?,
+        _ => match ctx.params_mut()? {
+            // In a call, only the arguments are redacted; the tool's name stays.
+            Some(Value::Object(params)) if params.contains_key("arguments") => params.get_mut("arguments"),
+            other => other,
+        },
+    };
+    if let Some(value) = target {
+        if !ward.scanner.redact_json(value).is_empty() {
+            ctx.changed = true;
+        }
+    }
+    Ok(())
+}
+
+/// Removes poisoned and drifted tools from a `tools/list` result.
+fn screen_tools(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+    let Some(Value::Array(tools)) = ctx.result_mut()?.and_then(|result| result.get_mut("tools")) else {
+        return Ok(());
+    };
+    let before = tools.len();
+    let mut notes = Vec::new();
+    tools.retain(|tool| {
+        let name = tool.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+        let findings = ward.scanner.scan_json(tool, Target::ToolDefinition);
+        let blocking = findings.iter().find(|finding| ward.action(finding, Target::ToolDefinition) == Action::Block);
+        match blocking {
+            Some(finding) => {
+                let why = format!(
+                    "tool `{name}` was removed by the ward: its definition contains {} (rule {}): \"{}\"",
+                    finding.category.name(),
+                    finding.rule,
+                    finding.excerpt
+                );
+                warn!("{why}");
+                gate.quarantine.add(&name, why);
+                notes.push(format!("{name}: {}", finding.rule));
+                false
+            }
+            None => {
+                gate.quarantine.remove(&name);
+                for finding in &findings {
+                    info!("ward: tool `{name}`: {} ({}) logged", finding.rule, finding.category.name());
+                }
+                true
+            }
+        }
+    });
+    if tools.len() != before {
+        ctx.changed = true;
+        ctx.flagged = true;
+        ctx.rule = Some(format!("ward removed {}", notes.join("; ")));
+    }
+    Ok(())
+}
+
+/// Scans the server's `instructions` (they reach the model before any call: "line jumping");
+/// poisoned instructions are removed from the `initialize` result.
+fn screen_instructions(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+    let Some(raw) = ctx.msg.result else { return Ok(()) };
+    if !raw.get().contains("\"instructions\"") {
+        return Ok(());
+    }
+    let Some(Value::Object(result)) = ctx.result_mut()? else { return Ok(()) };
+    let Some(Value::String(text)) = result.get("instructions") else { return Ok(()) };
+    let findings = ward.scanner.scan_text(text, Target::ToolDefinition);
+    if let Some(finding) = findings.iter().find(|finding| ward.action(finding, Target::ToolDefinition) == Action::Block) {
+        warn!("ward: the server's instructions were removed: {} (rule {}): \"{}\"", finding.category.name(), finding.rule, finding.excerpt);
+        result.remove("instructions");
+        ctx.changed = true;
+        ctx.flagged = true;
+        ctx.rule = Some(format!("ward removed instructions: {}", finding.rule));
+    }
+    Ok(())
+}
+
+/// The pins' part of the chain: drifted or unpinned tools leave `tools/list`, calls to them are
+/// refused, and the server's `instructions` are pinned too.
+pub fn check_pins(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+    let Some(pins) = &gate.pins else { return Ok(()) };
+    match (ctx.from, ctx.msg.kind) {
+        (Side::Client, Kind::Request) if ctx.msg.method() == "tools/call" => {
+            let Some(name) = ctx.action()?.name.as_deref() else { return Ok(()) };
+            pins.check_call(name).map_err(|denial| Deny {
+                code: PIN_DENIED,
+                reason: denial.to_string(),
+                rule: Some(denial.rule().to_owned()),
+                data: Some(serde_json::json!({ "tool": denial.tool, "pinned": denial.old, "seen": denial.new })),
+            })
+        }
+        (Side::Upstream, Kind::Response) => {
+            let method = ctx.request.as_ref().map(|open| open.method.clone());
+            match method.as_deref() {
+                Some("tools/list") => {
+                    let Some(Value::Array(tools)) = ctx.result_mut()?.and_then(|result| result.get_mut("tools")) else {
+                        return Ok(());
+                    };
+                    let review = pins.review_list(tools);
+                    if let Some(err) = &review.file_error {
+                        warn!("pins: {err}");
+                    }
+                    let mut notes = Vec::new();
+                    for finding in &review.findings {
+                        let name = finding.name.as_deref().unwrap_or("(no name)");
+                        match &finding.status {
+                            crate::pin::Status::Pinned { .. } => {}
+                            crate::pin::Status::New { pin } => info!("pins: pinned new tool `{name}` ({pin})"),
+                            status => {
+                                warn!("pins: tool `{name}` removed from tools/list: {}", status.label());
+                                notes.push(format!("{name}: {}", status.label()));
+                            }
+                        }
+                    }
+                    if review.n_removed() > 0 {
+                        review.filter(tools);
+                        ctx.changed = true;
+                        ctx.flagged = true;
+                        ctx.rule = Some(format!("pins removed {}", notes.join("; ")));
+                    }
+                    Ok(())
+                }
+                Some("initialize") => {
+                    let Some(raw) = ctx.msg.result else { return Ok(()) };
+                    if !raw.get().contains("\"instructions\"") {
+                        return Ok(());
+                    }
+                    let Some(Value::Object(result)) = ctx.result_mut()? else { return Ok(()) };
+                    let review = pins.review_instructions(result.get("instructions").and_then(Value::as_str));
+                    if let Some(err) = &review.file_error {
+                        warn!("pins: {err}");
+                    }
+                    if !review.keep() {
+                        warn!("pins: the server's instructions changed since they were pinned; removed");
+                        result.remove("instructions");
+                        ctx.changed = true;
+                        ctx.flagged = true;
+                        ctx.rule = Some("pins removed instructions".to_owned());
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The detectors on a saved document, for `mcpdome scan`: a whole `tools/list` response (or its
+/// `result`, or `{"tools": [...]}`), or a transcript with one JSON-RPC message per line. One
+/// line of report per finding, `LINE: where: category (rule, via): excerpt`.
+pub fn scan_document(scanner: &Scanner, text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        scan_message(scanner, &value, 1, &mut out);
+        return out;
+    }
+    for (idx, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(value) => scan_message(scanner, &value, idx + 1, &mut out),
+            Err(_) => report(&mut out, idx + 1, "text (not JSON)", &scanner.scan_text(line, Target::Response)),
+        }
+    }
+    out
+}
+
+fn scan_message(scanner: &Scanner, value: &Value, line: usize, out: &mut Vec<String>) {
+    let result = value.get("result").unwrap_or(value);
+    if let Some(Value::Array(tools)) = result.get("tools") {
+        for tool in tools {
+            let name = tool.get("name").and_then(Value::as_str).unwrap_or("(no name)");
+            report(out, line, &format!("tool `{name}`"), &scanner.scan_json(tool, Target::ToolDefinition));
+        }
+    }
+    if let Some(Value::String(text)) = result.get("instructions") {
+        report(out, line, "instructions", &scanner.scan_text(text, Target::ToolDefinition));
+    }
+    let method = value.get("method").and_then(Value::as_str).unwrap_or("");
+    let params = value.get("params");
+    match method {
+        "tools/call" | "prompts/get" => {
+            if let Some(arguments) = params.and_then(|params| params.get("arguments")) {
+                report(out, line, &format!("{method} arguments"), &scanner.scan_json(arguments, Target::Request));
+            }
+        }
+        "sampling/createMessage" | "elicitation/create" => {
+            if let Some(params) = params {
+                report(out, line, method, &scanner.scan_json(params, Target::Response));
+            }
+        }
+        _ => {}
+    }
+    if method.is_empty() && value.get("result").is_some() && result.get("tools").is_none() {
+        report(out, line, "result", &scanner.scan_json(result, Target::Response));
+    }
+}
+
+fn report(out: &mut Vec<String>, line: usize, place: &str, findings: &[Finding]) {
+    for finding in findings {
+        out.push(format!("{line}: {place}: {} ({}, {}): {}", finding.category.name(), finding.rule, finding.via, finding.excerpt));
+    }
+}
