@@ -501,7 +501,7 @@ impl IdSniffer {
         if self.in_string {
             if self.escaped {
                 self.escaped = false;
-                if self.depth == 1 && self.expect_key {
+                if self.depth == 1 && self.expect_key && self.key.len() < 8 {
                     // Escaped keys are not decoded here; such a key never matches.
                     self.key.push(b'\\');
                 }

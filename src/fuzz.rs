@@ -201,8 +201,12 @@ fn check_pump(
 ) {
     let trace = Arc::new(Mutex::new(Trace::default()));
     let pipe = |to| Box::new(Pipe { to, trace: Arc::clone(&trace) });
-    let gate =
-        Gate::new(config(), Settings::transparent(Default::default()), pipe(Side::Client), pipe(Side::Upstream));
+    let gate = Gate::new(
+        config(),
+        Settings::transparent(Default::default()),
+        pipe(Side::Client),
+        pipe(Side::Upstream),
+    );
     let mut start = 0;
     for run in lines.chunk_by(|a, b| side_of(a.bytes) == side_of(b.bytes)) {
         let from = side_of(run[0].bytes);
