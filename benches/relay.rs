@@ -22,13 +22,14 @@
 //! fails the bench with exit status 1; slowness never does.
 //!
 //! CPU per message is the on-CPU time of the relay process alone (every thread's
-//! `/proc/<pid>/task/*/schedstat`), over the measured calls only. For `direct` it is the echo
-//! server's own cost, for reference.
+//! `/proc/<pid>/task/*/schedstat`) over the measured calls, divided by the calls: one request
+//! and its response, as the shared harness counts it. For `direct` it is the echo server's own
+//! cost, for reference.
 //!
 //! This is a local, self-contained view. The shared harness (`../shared/bench`, `mcpbench`) is
 //! the authoritative instrument and also measures pipelined throughput; see benches/README.
 //!
-//! `cargo bench --bench relay` runs for about a minute; `MCPDOME_BENCH_QUICK=1` or
+//! `cargo bench --bench relay` runs for 20 to 40 s; `MCPDOME_BENCH_QUICK=1` or
 //! `cargo bench --bench relay -- --quick` runs in seconds, for CI.
 
 use std::fs::{self, File};
@@ -79,17 +80,9 @@ struct Plan {
     calls: usize,
 }
 
-const FULL: Plan = Plan {
-    warmup: 500,
-    rounds: 20,
-    calls: 500,
-};
+const FULL: Plan = Plan { warmup: 1000, rounds: 30, calls: 1000 };
 
-const QUICK: Plan = Plan {
-    warmup: 100,
-    rounds: 6,
-    calls: 150,
-};
+const QUICK: Plan = Plan { warmup: 200, rounds: 8, calls: 250 };
 
 /// The three targets, in table order; `direct` must stay first (it is the baseline).
 const TARGETS: [&str; 3] = ["direct", "floor", "mcpdome"];
@@ -133,10 +126,8 @@ fn drive() -> ExitCode {
             }
         }
     }
-    let rss: Vec<(&str, Option<u64>)> = targets
-        .iter()
-        .map(|t| (t.name, peak_rss_kib(t.child.id())))
-        .collect();
+    let rss: Vec<(&str, Option<u64>)> =
+        targets.iter().map(|t| (t.name, peak_rss_kib(t.child.id()))).collect();
     let mut failed = false;
     for target in targets {
         if let Err(err) = target.stop() {
@@ -193,19 +184,12 @@ impl Target {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = command
-            .spawn()
-            .map_err(|err| format!("failed to start: {err}"))?;
+        let mut child = command.spawn().map_err(|err| format!("failed to start: {err}"))?;
         let to = child.stdin.take().expect("stdin was piped");
-        let from = BufReader::with_capacity(1 << 16, child.stdout.take().expect("stdout was piped"));
-        let mut target = Target {
-            name,
-            child,
-            to,
-            from,
-            next_id: 0,
-            line: Vec::with_capacity(1 << 18),
-        };
+        let from =
+            BufReader::with_capacity(1 << 16, child.stdout.take().expect("stdout was piped"));
+        let mut target =
+            Target { name, child, to, from, next_id: 0, line: Vec::with_capacity(1 << 18) };
         target.handshake()?;
         Ok(target)
     }
@@ -254,9 +238,7 @@ impl Target {
     }
 
     fn send(&mut self, line: &[u8]) -> Result<(), String> {
-        self.to
-            .write_all(line)
-            .map_err(|err| format!("{}: write failed: {err}", self.name))
+        self.to.write_all(line).map_err(|err| format!("{}: write failed: {err}", self.name))
     }
 
     fn receive(&mut self) -> Result<(), String> {
@@ -282,20 +264,16 @@ impl Target {
 
     /// Closes the target's stdin, which ends the whole chain, and checks that it exits cleanly.
     fn stop(self) -> Result<(), String> {
-        let Target {
-            name,
-            mut child,
-            to,
-            from,
-            ..
-        } = self;
+        let Target { name, mut child, to, from, .. } = self;
         drop(to);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match child.try_wait() {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 Ok(Some(status)) => return Err(format!("{name}: exited with {status} at EOF")),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
                 Ok(None) => {
                     let _ = child.kill();
                     drop(from);
@@ -326,11 +304,7 @@ impl Call {
         );
         let mut tail = tail.into_bytes();
         tail.push(b'\n');
-        Call {
-            head,
-            tail,
-            arguments,
-        }
+        Call { head, tail, arguments }
     }
 
     fn request(&self, id: u64) -> Vec<u8> {
@@ -369,10 +343,11 @@ impl Call {
     }
 }
 
-/// `{"content":"…","path":"…"}` serialized to exactly `size` bytes. The content is code-like
-/// text with quotes, `\n` and `\t`, so JSON escapes are as dense as in real file writes.
+/// `{"content":"…","path":"…"}` serialized to exactly `size` bytes. The content is source code
+/// with quotes, `\n` and `\t` (an escape every 30 bytes or so), because escapes, not bytes, are
+/// what a JSON scanner pays for.
 fn arguments(size: usize) -> String {
-    const CODE: &str = "fn main() {\n\tlet greeting = \"hello, world\";\n\tprintln!(\"{greeting}\");\n}\n";
+    const CODE: &str = "fn parse_record(line: &str) -> Option<(u32, String)> {\n    let (n, rest) = line.split_once(':')?;\n    Some((n.trim().parse().ok()?, rest.trim().to_string()))\n}\n\t// \"station 7\": sunny, 21 C, light wind from the north-west\n";
     let path = "/home/user/project/src/main.rs";
     let shell = json!({"content": "", "path": path}).to_string();
     assert!(size >= shell.len(), "argument size {size} is too small");
@@ -458,11 +433,7 @@ fn measure(
     for result in &mut results {
         result.samples.sort_by(f64::total_cmp);
     }
-    Ok(SizeResult {
-        size,
-        request_bytes: call.request(1).len(),
-        targets: results,
-    })
+    Ok(SizeResult { size, request_bytes: call.request(1).len(), targets: results })
 }
 
 /// Nearest-rank percentile of sorted samples.
@@ -502,21 +473,13 @@ fn report(results: &[SizeResult], rss: &[(&str, Option<u64>)]) {
                 ("-".to_owned(), "-".to_owned())
             } else {
                 let paired = median(
-                    target
-                        .round_p50
-                        .iter()
-                        .zip(&base.round_p50)
-                        .map(|(t, b)| t - b)
-                        .collect(),
+                    target.round_p50.iter().zip(&base.round_p50).map(|(t, b)| t - b).collect(),
                 );
                 added.push(p50 - base_p50);
                 (format!("{:+.1}", p50 - base_p50), format!("{paired:+.1}"))
             };
-            let cpu = if *name == "direct" {
-                format!("({cpu:.1} echo)")
-            } else {
-                format!("{cpu:.1}")
-            };
+            let cpu =
+                if *name == "direct" { format!("({cpu:.1} echo)") } else { format!("{cpu:.1}") };
             println!(
                 "{:<8} {:>8.1} {:>8.1} {:>8.1} {:>9} {:>16} {:>11}",
                 name,
@@ -544,25 +507,22 @@ fn report(results: &[SizeResult], rss: &[(&str, Option<u64>)]) {
     println!("\n== summary: p50 µs, added over direct, ratio ==");
     println!(
         "{:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>11} {:>11}",
-        "args", "direct", "floor", "mcpdome", "+floor", "+mcpdome", "ratio", "floor cpu", "mcpdome cpu"
+        "args",
+        "direct",
+        "floor",
+        "mcpdome",
+        "+floor",
+        "+mcpdome",
+        "ratio",
+        "floor cpu",
+        "mcpdome cpu"
     );
     for result in results {
-        let p50: Vec<f64> = result
-            .targets
-            .iter()
-            .map(|t| percentile(&t.samples, 0.5))
-            .collect();
-        let cpu: Vec<f64> = result
-            .targets
-            .iter()
-            .map(|t| t.cpu_ns as f64 / 1e3 / t.samples.len() as f64)
-            .collect();
+        let p50: Vec<f64> = result.targets.iter().map(|t| percentile(&t.samples, 0.5)).collect();
+        let cpu: Vec<f64> =
+            result.targets.iter().map(|t| t.cpu_ns as f64 / 1e3 / t.samples.len() as f64).collect();
         let (floor, dome) = (p50[1] - p50[0], p50[2] - p50[0]);
-        let ratio = if floor > 0.0 {
-            format!("{:.2}x", dome / floor)
-        } else {
-            "n/a".to_owned()
-        };
+        let ratio = if floor > 0.0 { format!("{:.2}x", dome / floor) } else { "n/a".to_owned() };
         println!(
             "{:>9} {:>8.1} {:>8.1} {:>8.1} {:>+9.1} {:>+9.1} {:>7} {:>11.1} {:>11.1}",
             format!("{} B", result.size),
@@ -669,7 +629,9 @@ fn echo_server() -> ExitCode {
 
 fn answer(line: &[u8]) -> Option<Value> {
     let Ok(mut msg) = serde_json::from_slice::<Value>(line) else {
-        return Some(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}));
+        return Some(
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}),
+        );
     };
     let id = msg.get_mut("id")?.take();
     let method = msg.get("method")?.as_str()?;
