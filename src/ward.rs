@@ -80,20 +80,28 @@ impl Ward {
 /// refused for the rest of the session. Written by the outbound thread, read by the inbound one.
 #[derive(Debug, Default)]
 pub struct Quarantine {
-    tools: Mutex<HashMap<String, String>>,
+    tools: Mutex<HashMap<String, Quarantined>>,
+}
+
+/// Why a tool is quarantined: the refusal's message, and the finding's category and rule.
+#[derive(Clone, Debug)]
+struct Quarantined {
+    why: String,
+    category: Category,
+    rule: String,
 }
 
 impl Quarantine {
-    fn add(&self, tool: &str, why: String) {
+    fn add(&self, tool: &str, quarantined: Quarantined) {
         let mut tools = self.tools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        tools.insert(tool.to_owned(), why);
+        tools.insert(tool.to_owned(), quarantined);
     }
 
     fn remove(&self, tool: &str) {
         self.tools.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(tool);
     }
 
-    fn get(&self, tool: &str) -> Option<String> {
+    fn get(&self, tool: &str) -> Option<Quarantined> {
         self.tools.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(tool).cloned()
     }
 }
@@ -116,9 +124,9 @@ fn check_request(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny
         "tools/call" | "prompts/get" => {
             let action = ctx.action()?;
             if method == "tools/call" {
-                if let Some(why) = action.name.as_deref().and_then(|name| gate.quarantine.get(name)) {
-                    let deny = Deny::new(WARD_BLOCKED, why);
-                    return Err(Deny { rule: Some("ward-quarantine".to_owned()), ..deny });
+                if let Some(found) = action.name.as_deref().and_then(|name| gate.quarantine.get(name)) {
+                    let data = serde_json::json!({ "category": found.category.name() });
+                    return Err(Deny { code: WARD_BLOCKED, reason: found.why, rule: Some(found.rule), data: Some(data) });
                 }
             }
             action.arguments.map(|raw| raw.get())
@@ -167,6 +175,14 @@ fn decide(ward: &Ward, ctx: &mut Ctx<'_>, findings: &[Finding], target: Target, 
     if let Some(finding) = findings.iter().find(|finding| ward.action(finding, target) == Action::Block) {
         return Err(block(finding, what));
     }
+    // A secret found only after decoding (base64, hex…) has no place in the text to replace:
+    // redaction cannot remove it, so the message is refused instead.
+    let unredactable = findings.iter().find(|finding| {
+        finding.category == Category::Secret && finding.span.is_none() && ward.action(finding, target) == Action::Redact
+    });
+    if let Some(finding) = unredactable {
+        return Err(block(finding, what));
+    }
     let redact = findings.iter().any(|finding| finding.category == Category::Secret && ward.action(finding, target) == Action::Redact);
     if redact {
         redact_message(ward, ctx)?;
@@ -212,12 +228,15 @@ fn screen_tools(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny>
     };
     let before = tools.len();
     let mut notes = Vec::new();
-    tools.retain(|tool| {
+    // First every definition, then the list: a name with one poisoned definition loses all of
+    // them, whatever their order (a clean twin must not make the poisoned one callable).
+    let mut poisoned: HashMap<String, Quarantined> = HashMap::new();
+    for tool in tools.iter() {
         let name = tool.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
         let findings = ward.scanner.scan_json(tool, Target::ToolDefinition);
         let blocking = findings.iter().find(|finding| ward.action(finding, Target::ToolDefinition) == Action::Block);
         match blocking {
-            Some(finding) => {
+            Some(finding) if !poisoned.contains_key(&name) => {
                 let why = format!(
                     "tool `{name}` was removed by the ward: its definition contains {} (rule {}): \"{}\"",
                     finding.category.name(),
@@ -225,15 +244,26 @@ fn screen_tools(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny>
                     finding.excerpt
                 );
                 warn!("{why}");
-                gate.quarantine.add(&name, why);
                 notes.push(format!("{name}: {}", finding.rule));
-                false
+                poisoned.insert(name, Quarantined { why, category: finding.category, rule: finding.rule.clone() });
             }
+            Some(_) => {}
             None => {
-                gate.quarantine.remove(&name);
                 for finding in &findings {
                     info!("ward: tool `{name}`: {} ({}) logged", finding.rule, finding.category.name());
                 }
+            }
+        }
+    }
+    tools.retain(|tool| {
+        let name = tool.get("name").and_then(Value::as_str).unwrap_or("");
+        match poisoned.get(name) {
+            Some(quarantined) => {
+                gate.quarantine.add(name, quarantined.clone());
+                false
+            }
+            None => {
+                gate.quarantine.remove(name);
                 true
             }
         }

@@ -16,6 +16,10 @@ Methods (request = has an id; a notification gets the same action without the an
                 response with id 0 arrives, answer with {"client_said": <that raw line>}
   fake/closein  close stdin, answer, and keep running without reading (until a signal ends us)
   fake/big      answer with {"pad": "x" * params.n}
+  fake/sample   send the client {"jsonrpc":"2.0","id":"sample-<our id>","method":
+                <params.method, default "sampling/createMessage">,"params":params.request};
+                when a response with that id arrives (the client's answer, or mcpdome's
+                error), answer with {"client_said": <that raw line>}
   fake/sigmask  answer with {"blocked": <SigBlk of /proc/self/status: the blocked signals, hex>}
   fake/spawn    start `sleep 60` as a child that outlives us (stdin/stderr to /dev/null, stdout
                 to /dev/null unless params.keep_stdout), write its pid to params.pidfile, then
@@ -31,6 +35,14 @@ Flags:
   --ignore-term   ignore SIGTERM (inherited by fake/spawn's child), so only SIGKILL ends us
   --tools A,B,... answer tools/list with {"tools": [{"name": "A", "inputSchema": {"type":
                   "object"}}, ...]} instead of the echo (tools/call is still echoed)
+  --tools-file F  answer tools/list with the contents of F (a JSON result object, e.g.
+                  {"tools": [...]}) written verbatim; F is read again for every tools/list, so
+                  a test changes the list by rewriting F (a rug pull)
+  --results-file F  F holds {"<tool name>": <result object>, ...}, read again for every call: a
+                  tools/call of a tool named in F is answered with its result (other calls are
+                  still echoed)
+  --instructions TEXT  answer initialize with a minimal InitializeResult whose `instructions`
+                  is TEXT (without this flag initialize is echoed)
 """
 
 import argparse
@@ -50,6 +62,9 @@ def main():
     parser.add_argument("--ignore-eof", action="store_true")
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--tools")
+    parser.add_argument("--tools-file")
+    parser.add_argument("--results-file")
+    parser.add_argument("--instructions")
     opts = parser.parse_args()
 
     if opts.ignore_term:
@@ -60,6 +75,7 @@ def main():
 
     held = []  # (id, raw line) of requests not answered yet
     waiting_roots = []  # ids of fake/roots requests waiting for the client's answer
+    waiting_samples = {}  # id of a request fake/sample sent the client -> id of the fake/sample
 
     while True:
         raw = sys.stdin.buffer.readline()
@@ -82,6 +98,8 @@ def main():
             # A response from the client, to our roots/list.
             if rid == 0 and waiting_roots:
                 answer(waiting_roots.pop(0), {"client_said": text(raw)})
+            elif isinstance(rid, str) and rid in waiting_samples:
+                answer(waiting_samples.pop(rid), {"client_said": text(raw)})
             continue
 
         if method == "fake/say":
@@ -108,6 +126,27 @@ def main():
         elif method == "fake/roots":
             waiting_roots.append(rid)
             out(b'{"jsonrpc":"2.0","id":0,"method":"roots/list"}\n')
+        elif method == "fake/sample":
+            sid = "sample-%s" % dumps(rid)
+            waiting_samples[sid] = rid
+            request = {"jsonrpc": "2.0", "id": sid}
+            request["method"] = params.get("method", "sampling/createMessage")
+            request["params"] = params.get("request", {})
+            out((dumps(request) + "\n").encode())
+        elif method == "tools/list" and opts.tools_file is not None:
+            with open(opts.tools_file, "rb") as f:
+                body = f.read().strip()
+            out(b'{"jsonrpc":"2.0","id":' + dumps(rid).encode() + b',"result":' + body + b"}\n")
+        elif method == "tools/call" and opts.results_file is not None and called(opts, params):
+            with open(opts.results_file) as f:
+                answer(rid, json.load(f)[params["name"]])
+        elif method == "initialize" and opts.instructions is not None:
+            answer(rid, {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {"tools": {"listChanged": True}},
+                "serverInfo": {"name": "fake", "version": "0"},
+                "instructions": opts.instructions,
+            })
         elif method == "tools/list" and opts.tools is not None:
             names = [name for name in opts.tools.split(",") if name]
             tools = [{"name": name, "inputSchema": {"type": "object"}} for name in names]
@@ -141,6 +180,12 @@ def main():
     for hid, hraw in held:
         answer(hid, {"echo": text(hraw)})
     sys.exit(opts.eof_exit)
+
+
+def called(opts, params):
+    """Whether --results-file has a result for the tool this tools/call names."""
+    with open(opts.results_file) as f:
+        return params.get("name") in json.load(f)
 
 
 def status_field(name):

@@ -7,6 +7,8 @@
 //! - `chain`: identity, throttle, policy and hot reload, with config files.
 //! - `ledger`: the audit log a session writes, and `verify-log` on it.
 //! - `commands`: `validate`, `explain` and `keygen`.
+//! - `ward`: what the ward refuses, redacts, removes and lets pass; `scan`.
+//! - `pins`: schema pins against rug pulls; `pins list|diff|approve` and `hash-schema`.
 
 mod util;
 
@@ -16,6 +18,8 @@ mod cli;
 mod chain;
 mod ledger;
 mod commands;
+mod ward;
+mod pins;
 
 /// Both relay threads share one `&Gate`.
 #[test]
