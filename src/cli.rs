@@ -13,7 +13,7 @@ use lexopt::prelude::*;
 
 use crate::error::Error;
 use crate::frame::DEFAULT_MAX_MESSAGE_BYTES;
-use crate::log::Level;
+use crate::log::{Format, Level};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -21,8 +21,11 @@ pub const HELP: &str = "\
 mcpdome: a security gateway for MCP servers on stdio
 
 Usage:
+  mcpdome demo [--keep <DIR>]
+  mcpdome wrap <CLIENT CONFIG> [--dry-run] [--unwrap] [--mcpdome <PATH>]
   mcpdome proxy [OPTIONS] -- <COMMAND> [ARGS...]
   mcpdome proxy [OPTIONS] --upstream \"<COMMAND LINE>\"
+  mcpdome audit <FILE> [--follow] [--json] [--since <TIME>] [--until <TIME>]
   mcpdome validate <FILE>
   mcpdome explain --config <FILE> [--token <KEY>] --tool <NAME> [--args <JSON>]
   mcpdome keygen [KEY_ID]
@@ -34,7 +37,10 @@ Usage:
   mcpdome --version
 
 Commands:
+  demo        See what mcpdome does: a scripted agent, a built-in server, the real gateway
+  wrap        Put mcpdome in front of every stdio server in an MCP client's config
   proxy       Start an MCP server and relay its stdio, checking every message
+  audit       Summarise an audit log: decisions per identity, tool and rule
   validate    Check a config file and summarise it
   explain     Show what the policy decides for one call
   keygen      Make a pre-shared key and its config entry
@@ -48,8 +54,9 @@ Options:
   -h, --help       Print help
   -V, --version    Print the version
 
-A client host starts `mcpdome proxy -- <server command>` where it used to start the
-server. Run `mcpdome help proxy` for the proxy's options.
+New here? Run `mcpdome demo`. A client host starts `mcpdome proxy -- <server command>`
+where it used to start the server (`mcpdome wrap` edits its config for you). Run
+`mcpdome help proxy` for the proxy's options.
 ";
 
 pub const HELP_PROXY: &str = "\
@@ -79,6 +86,7 @@ Options:
                                   stdin closes, and again after SIGTERM, before it
                                   gets SIGKILL (e.g. 500ms, 2s; default 2s)
       --log-level <LEVEL>         off, error, warn, info or debug (default warn)
+      --log-format <FORMAT>       text (default) or json: one JSON object per line
   -h, --help                      Print help
 
 Logs go to stderr; stdout carries MCP only. mcpdome exits with the server's exit
@@ -171,7 +179,81 @@ FILE (or stdin) holds a saved tools/list response, or a transcript of JSON-RPC l
 Prints one line per finding; exits 1 when there are findings, 0 when there are none.
 ";
 
+pub const HELP_DEMO: &str = "\
+mcpdome demo: see what mcpdome does, with nothing else installed
+
+Usage:
+  mcpdome demo [--keep <DIR>]
+
+Starts mcpdome as a small built-in MCP server with file tools over a throw-away
+directory, puts the real gateway with an example policy in front of it, and drives it
+with a scripted agent: an allowed call, a call the policy denies, a secret in
+arguments, a secret and an injection in results, and a tool whose description changes
+mid-session (a rug pull). Prints what the agent tried, what mcpdome decided and why,
+then verifies the audit log it wrote. Exits 0 when every decision was the expected
+one, 1 naming the step that differed.
+
+Options:
+      --keep <DIR>   Copy the demo's config, pin file and audit log to DIR, as a
+                     starting point for your own
+";
+
+pub const HELP_WRAP: &str = "\
+mcpdome wrap: put mcpdome in front of every stdio server in an MCP client's config
+
+Usage:
+  mcpdome wrap <CLIENT CONFIG> [--dry-run] [--unwrap] [--mcpdome <PATH>]
+
+Understands Claude Desktop (claude_desktop_config.json), Cursor (mcp.json) and Claude
+Code (.mcp.json), which list servers under `mcpServers`, and VS Code (mcp.json), which
+lists them under `servers`. Every server started with `command` and `args` becomes
+`<mcpdome> proxy -- <command> <args...>`; its env, cwd and other fields stay. Remote
+(URL) servers are listed as not covered. Only the edited values change in the file:
+the rest, comments and key order included, is kept byte for byte. Wrapping a wrapped
+file changes nothing.
+
+Options:
+      --dry-run          Show the changes as a diff; write nothing
+      --unwrap           Undo the wrapping (from the file itself; no backup needed)
+      --mcpdome <PATH>   The mcpdome the client should start (default: this one)
+
+Before writing, the file is copied to <FILE>.mcpdome-backup (or .mcpdome-backup.N
+when that exists with other content). Restart the client to apply the change.
+";
+
+pub const HELP_AUDIT: &str = "\
+mcpdome audit: read an audit log
+
+Usage:
+  mcpdome audit <FILE> [--follow] [--json] [--since <TIME>] [--until <TIME>]
+
+Verifies the hash chain while reading and says so on the first line, then summarises
+the decisions: denials first (by identity, tool and rule, with the last reason), then
+counts per identity, per tool and per rule.
+
+Options:
+      --since <TIME>          Only events at or after TIME (RFC 3339, e.g.
+                              2026-11-23T09:00:00Z or 2026-11-23T10:00:00+01:00,
+                              or a date: 2026-11-23)
+      --until <TIME>          Only events at or before TIME
+      --follow                Keep reading lines as they are appended and print
+                              one line per event, until interrupted
+      --json                  One JSON object (and with --follow, each new
+                              ledger line as it is)
+      --hmac-key-file <FILE>  The key the log was written with
+
+Exits 0 when the chain is intact, 1 when a line is bad, 2 when the file cannot be read.
+";
+
 pub enum Command {
+    /// `demo [--keep DIR]`: the scripted tour.
+    Demo(Option<PathBuf>),
+    /// `demo-server DIR`: the demo's built-in MCP server (not listed in the help).
+    DemoServer(PathBuf),
+    /// `wrap FILE`: edit an MCP client's config.
+    Wrap(WrapArgs),
+    /// `audit FILE`: summarise a ledger.
+    Audit(AuditArgs),
     Proxy(ProxyArgs),
     /// `validate FILE`: check a config file and summarise it.
     Validate(PathBuf),
@@ -192,6 +274,25 @@ pub enum Command {
     Version,
 }
 
+#[derive(Debug, Default)]
+pub struct WrapArgs {
+    pub file: PathBuf,
+    pub dry_run: bool,
+    pub unwrap: bool,
+    /// The mcpdome the client should start; `None`: the running executable.
+    pub mcpdome: Option<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+pub struct AuditArgs {
+    pub file: PathBuf,
+    pub follow: bool,
+    pub json: bool,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub hmac_key_file: Option<PathBuf>,
+}
+
 #[derive(Debug)]
 pub struct ProxyArgs {
     pub upstream: Vec<OsString>,
@@ -202,6 +303,7 @@ pub struct ProxyArgs {
     pub max_message_bytes: usize,
     pub shutdown_grace: Duration,
     pub log_level: Level,
+    pub log_format: Format,
     pub ledger: Option<PathBuf>,
 }
 
@@ -248,6 +350,9 @@ where
 pub fn help_text(command: Option<&str>) -> Option<&'static str> {
     match command {
         None => Some(HELP),
+        Some("demo") => Some(HELP_DEMO),
+        Some("wrap") => Some(HELP_WRAP),
+        Some("audit") => Some(HELP_AUDIT),
         Some("proxy") => Some(HELP_PROXY),
         Some("validate") => Some(HELP_VALIDATE),
         Some("explain") => Some(HELP_EXPLAIN),
@@ -269,6 +374,20 @@ fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
             Value(command) => {
                 return match command.to_str() {
                     Some("proxy") => parse_proxy(&mut parser),
+                    Some("demo") => {
+                        let mut keep = None;
+                        while let Some(arg) = parser.next()? {
+                            match arg {
+                                Short('h') | Long("help") => return Ok(Command::Help(Some("demo".to_owned()))),
+                                Long("keep") => keep = Some(parser.value()?.into()),
+                                _ => return Err(arg.unexpected().into()),
+                            }
+                        }
+                        Ok(Command::Demo(keep))
+                    }
+                    Some("demo-server") => Ok(Command::DemoServer(one_path(&mut parser, "demo-server", "DIR")?)),
+                    Some("wrap") => parse_wrap(&mut parser),
+                    Some("audit") => parse_audit(&mut parser),
                     Some("validate") => {
                         let file = one_path(&mut parser, "validate", "FILE")?;
                         Ok(Command::Validate(file))
@@ -393,6 +512,46 @@ fn parse_verify_log(parser: &mut lexopt::Parser) -> Result<Command, Error> {
     Ok(Command::VerifyLog(args))
 }
 
+fn parse_wrap(parser: &mut lexopt::Parser) -> Result<Command, Error> {
+    let mut args = WrapArgs::default();
+    let mut file = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(Some("wrap".to_owned()))),
+            Long("dry-run") | Short('n') => args.dry_run = true,
+            Long("unwrap") => args.unwrap = true,
+            Long("mcpdome") => args.mcpdome = Some(parser.value()?.into()),
+            Value(value) if file.is_none() => file = Some(PathBuf::from(value)),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    args.file = file.ok_or_else(|| {
+        Error::usage("missing CLIENT CONFIG: usage: mcpdome wrap <FILE> [--dry-run] [--unwrap] [--mcpdome PATH]")
+    })?;
+    Ok(Command::Wrap(args))
+}
+
+fn parse_audit(parser: &mut lexopt::Parser) -> Result<Command, Error> {
+    let mut args = AuditArgs::default();
+    let mut file = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(Some("audit".to_owned()))),
+            Long("follow") | Short('f') => args.follow = true,
+            Long("json") => args.json = true,
+            Long("since") => args.since = Some(parser.value()?.string()?),
+            Long("until") => args.until = Some(parser.value()?.string()?),
+            Long("hmac-key-file") => args.hmac_key_file = Some(parser.value()?.into()),
+            Value(value) if file.is_none() => file = Some(PathBuf::from(value)),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    args.file = file.ok_or_else(|| {
+        Error::usage("missing FILE: usage: mcpdome audit FILE [--follow] [--json] [--since TIME] [--until TIME]")
+    })?;
+    Ok(Command::Audit(args))
+}
+
 fn parse_proxy(parser: &mut lexopt::Parser) -> Result<Command, Error> {
     let mut args = ProxyArgs {
         upstream: Vec::new(),
@@ -403,6 +562,7 @@ fn parse_proxy(parser: &mut lexopt::Parser) -> Result<Command, Error> {
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         shutdown_grace: Duration::from_secs(2),
         log_level: Level::Warn,
+        log_format: Format::Text,
         ledger: None,
     };
     let mut upstream_line: Option<String> = None;
@@ -437,6 +597,12 @@ fn parse_proxy(parser: &mut lexopt::Parser) -> Result<Command, Error> {
                     Error::usage(format!(
                         "invalid value {text:?} for `--log-level`: expected off, error, warn, info or debug"
                     ))
+                })?;
+            }
+            Long("log-format") => {
+                let text = parser.value()?.string()?;
+                args.log_format = Format::parse(&text).ok_or_else(|| {
+                    Error::usage(format!("invalid value {text:?} for `--log-format`: expected text or json"))
                 })?;
             }
             Value(program) => {

@@ -850,7 +850,7 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
                         Some(patterns) => {
                             for pattern in patterns {
                                 match regex_lite::RegexBuilder::new(&pattern).size_limit(REGEX_SIZE_LIMIT).build() {
-                                    Ok(regex) => constraint.deny_regex.push(regex),
+                                    Ok(regex) => constraint.deny_regex.push(crate::policy::DenyRegex::new(regex)),
                                     Err(err) => {
                                         let message = format!("`{key}[{idx}].deny_regex` `{pattern}` does not compile: {err}");
                                         self.error(key, message.replace('\n', " "));

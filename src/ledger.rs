@@ -625,8 +625,9 @@ fn check_tail(prefix: &[u8], len: u64, seq: u64) -> Result<(), String> {
     ))
 }
 
-/// Checks lines one at a time, so that `verify` can stream a file and `verify_bytes` a slice.
-struct Verifier {
+/// Checks lines one at a time, so that `verify` can stream a file, `verify_bytes` a slice, and
+/// `mcpdome audit --follow` a file that is still growing.
+pub struct Verifier {
     hasher: Hasher,
     expect: Option<[u8; 32]>,
     lines: u64,
@@ -635,7 +636,7 @@ struct Verifier {
 }
 
 impl Verifier {
-    fn new(hmac_key: Option<&[u8]>, expect_head: Option<&str>) -> Result<Verifier, Broken> {
+    pub fn new(hmac_key: Option<&[u8]>, expect_head: Option<&str>) -> Result<Verifier, Broken> {
         let expect = match expect_head {
             None => None,
             Some(text) => {
@@ -654,7 +655,8 @@ impl Verifier {
         })
     }
 
-    fn line(&mut self, bytes: &[u8]) -> Result<(), Broken> {
+    /// Checks the next whole line (without its newline).
+    pub fn line(&mut self, bytes: &[u8]) -> Result<(), Broken> {
         self.lines += 1;
         let n = self.lines;
         let broken = |what: String| Broken { line: n, what };
@@ -695,7 +697,13 @@ impl Verifier {
         Ok(())
     }
 
-    fn finish(self, tail: &[u8]) -> Result<Report, Broken> {
+    /// How many lines have been checked, and the hash of the last one (hex).
+    pub fn state(&self) -> (u64, String) {
+        (self.lines, hex(&self.head))
+    }
+
+    /// Ends the check; `tail` is whatever follows the last newline.
+    pub fn finish(self, tail: &[u8]) -> Result<Report, Broken> {
         let tail_bytes = tail.len() as u64;
         if !tail.is_empty() {
             check_tail(tail, tail_bytes, self.lines + 1)

@@ -26,6 +26,9 @@
 //! - [`relay`]: the two relay threads and the shutdown sequence.
 //! - [`upstream`]: the server process: spawn, wait, SIGTERM, SIGKILL.
 //! - [`signal`]: the only unsafe code, for POSIX signals.
+//! - [`audit`]: `mcpdome audit`, a ledger summarised for people (or `--json`), chain verified.
+//! - [`wrap`]: `mcpdome wrap`, an MCP client's config edited so its servers run through us.
+//! - [`demo`]: `mcpdome demo`, a scripted agent against a built-in server through the gateway.
 //! - [`fuzz`]: entry points for the fuzz targets and their replay tests.
 //!
 //! # Invariants
@@ -60,4 +63,7 @@ pub mod ward;
 pub mod relay;
 pub mod upstream;
 pub mod signal;
+pub mod audit;
+pub mod wrap;
+pub mod demo;
 pub mod fuzz;

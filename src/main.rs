@@ -45,6 +45,10 @@ fn run() -> Result<u8, Error> {
             print_stdout(&format!("mcpdome {}\n", cli::VERSION));
             Ok(0)
         }
+        Command::Demo(keep) => mcpdome::demo::run(keep.as_deref()),
+        Command::DemoServer(dir) => mcpdome::demo::serve(&dir),
+        Command::Wrap(args) => mcpdome::wrap::run(&args, &mut io::stdout()),
+        Command::Audit(args) => mcpdome::audit::run(&args, &mut io::stdout()),
         Command::Validate(file) => validate(&file),
         Command::Explain(args) => explain(&args),
         Command::Keygen(key_id) => keygen(key_id.as_deref()),
@@ -59,6 +63,7 @@ fn run() -> Result<u8, Error> {
         Command::Scan(file) => scan(file.as_deref()),
         Command::Proxy(args) => {
             log::set_level(args.log_level);
+            log::set_format(args.log_format);
             let (config, settings) = Config::load(&args)?;
             for line in &settings.warnings {
                 warn!("{line}");

@@ -880,7 +880,7 @@ fn definition_lines(name: &str, definition: &Value) -> Vec<String> {
 
 /// A line diff of `old` against `new` into `out`: ` ` unchanged, `-` removed, `+` added, with
 /// runs of unchanged lines beyond [`CONTEXT`] lines of a change elided.
-fn line_diff(old: &[&str], new: &[&str], out: &mut String) {
+pub(crate) fn line_diff(old: &[&str], new: &[&str], out: &mut String) {
     let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
     let (old_rest, new_rest) = (&old[prefix..], &new[prefix..]);
     let suffix =

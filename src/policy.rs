@@ -104,8 +104,77 @@ pub struct Constraint {
     /// A top-level argument name, or `*` for every string in the arguments.
     pub param: String,
     pub allow_glob: Vec<Glob>,
-    pub deny_regex: Vec<Regex>,
+    pub deny_regex: Vec<DenyRegex>,
     pub max_length: Option<usize>,
+}
+
+/// A `deny_regex`, with the literal every match must contain when the pattern has one.
+///
+/// regex-lite has no literal optimisations: it walks every byte (about 100 µs for 4 KiB per
+/// pattern, measured). Most secret patterns start with a fixed prefix (`AKIA`, `ghp_`) or end in
+/// one (`.*\.env$`), so a SIMD substring search rules out almost every text first, and the
+/// regex runs only on texts that contain the literal.
+#[derive(Debug)]
+pub struct DenyRegex {
+    regex: Regex,
+    literal: Option<memchr::memmem::Finder<'static>>,
+}
+
+impl DenyRegex {
+    pub fn new(regex: Regex) -> DenyRegex {
+        let literal = required_literal(regex.as_str()).map(|lit| memchr::memmem::Finder::new(lit.as_bytes()).into_owned());
+        DenyRegex { regex, literal }
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        if let Some(literal) = &self.literal {
+            if literal.find(text.as_bytes()).is_none() {
+                return false;
+            }
+        }
+        self.regex.is_match(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.regex.as_str()
+    }
+}
+
+/// A literal that every match of `pattern` contains: its leading run of plain characters, after
+/// an optional `^` and `.*`. `None` when there is no such run of at least two characters, or
+/// when the pattern could match without it (alternation, flags, an optional last character).
+fn required_literal(pattern: &str) -> Option<String> {
+    if pattern.contains('|') || pattern.starts_with("(?") {
+        return None;
+    }
+    let rest = pattern.strip_prefix('^').unwrap_or(pattern);
+    let rest = rest.strip_prefix(".*").unwrap_or(rest);
+    let mut literal = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek() {
+                // An escaped punctuation character is itself; `\d`, `\w`, `\b`… are classes.
+                Some(&next) if next.is_ascii_punctuation() => {
+                    literal.push(next);
+                    chars.next();
+                }
+                _ => break,
+            },
+            c if c.is_alphanumeric() || " _-/:@#%=,;'\"!~`<>&".contains(c) => literal.push(c),
+            _ => {
+                // A quantifier that allows zero makes the character before it optional.
+                if matches!(c, '?' | '*' | '{') {
+                    literal.pop();
+                }
+                break;
+            }
+        }
+    }
+    if matches!(chars.peek(), Some('?' | '*' | '{')) {
+        literal.pop();
+    }
+    (literal.chars().count() >= 2).then_some(literal)
 }
 
 /// A UTC time window: hours `[start, end)` in minutes since midnight (may wrap past midnight),
@@ -312,7 +381,7 @@ impl Constraint {
 
     /// The first deny_regex that matches a string (or key) inside `value`.
     fn deny_hit(&self, value: &Value) -> Option<&str> {
-        self.deny_regex.iter().find(|regex| any_string(value, &mut |s| regex.is_match(s))).map(Regex::as_str)
+        self.deny_regex.iter().find(|regex| any_string(value, &mut |s| regex.is_match(s))).map(DenyRegex::as_str)
     }
 }
 
@@ -548,6 +617,24 @@ arguments = [
         assert_eq!(decide(&policy, &anon, "add", r#"{"note":"abcd"}"#).0, Effect::Deny);
         assert_eq!(decide(&policy, &dev(), "add", r#"{"note":"abc"}"#).0, Effect::Deny);
         assert_eq!(decide(&policy, &anon, "adder", r#"{"note":"abc"}"#).0, Effect::Deny);
+    }
+
+    #[test]
+    fn regex_literals() {
+        assert_eq!(required_literal("AKIA[A-Z0-9]{16}").as_deref(), Some("AKIA"));
+        assert_eq!(required_literal("ghp_[a-zA-Z0-9]{36}").as_deref(), Some("ghp_"));
+        assert_eq!(required_literal(".*\\.env$").as_deref(), Some(".env"));
+        assert_eq!(required_literal("^/etc/").as_deref(), Some("/etc/"));
+        assert_eq!(required_literal("colou?r").as_deref(), Some("colo"));
+        assert_eq!(required_literal("abc*").as_deref(), Some("ab"));
+        assert_eq!(required_literal("a|b"), None);
+        assert_eq!(required_literal("(?i)akia"), None);
+        assert_eq!(required_literal("[0-9]+"), None);
+        assert_eq!(required_literal("\\d{4}"), None);
+        let deny = DenyRegex::new(Regex::new(".*\\.env$").unwrap());
+        assert!(deny.is_match("/tmp/a.env"));
+        assert!(!deny.is_match("/tmp/a.envy"));
+        assert!(!deny.is_match("/tmp/a.txt"));
     }
 
     #[test]

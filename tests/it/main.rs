@@ -7,6 +7,7 @@
 //! - `chain`: identity, throttle, policy and hot reload, with config files.
 //! - `ledger`: the audit log a session writes, and `verify-log` on it.
 //! - `commands`: `validate`, `explain` and `keygen`.
+//! - `newcomer`: `demo`, `wrap` and `audit`, and `--log-format json`.
 //! - `ward`: what the ward refuses, redacts, removes and lets pass; `scan`.
 //! - `pins`: schema pins against rug pulls; `pins list|diff|approve` and `hash-schema`.
 
@@ -20,6 +21,7 @@ mod ledger;
 mod commands;
 mod ward;
 mod pins;
+mod newcomer;
 
 /// Both relay threads share one `&Gate`.
 #[test]
