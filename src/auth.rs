@@ -54,7 +54,7 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     if ctx.from != Side::Client || ctx.msg.kind == Kind::Response {
         return Ok(());
     }
-    let settings = Arc::clone(&ctx.settings);
+    let settings = ctx.settings;
     if !settings.from_file {
         // No settings file: a transparent relay, which inspects nothing.
         return Ok(());

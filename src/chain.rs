@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::{self, Identity};
 use crate::config::Settings;
-use crate::frame::{Kind, Msg, INVALID_REQUEST};
+use crate::frame::{Kind, Msg, Raw, INVALID_REQUEST};
 use crate::gate::{Gate, Open, Side};
 use crate::policy;
 use crate::throttle;
@@ -33,7 +33,8 @@ pub type Check = fn(&Gate, &mut Ctx<'_>) -> Result<(), Deny>;
 
 /// Checks on client → upstream messages: who (identity), how often (throttle), whether they may
 /// (policy), what they carry (ward), and whether the tool is still the one pinned.
-pub const INBOUND: &[Check] = &[auth::check, throttle::check, policy::check, ward::check, ward::check_pins];
+pub const INBOUND: &[Check] =
+    &[auth::check, throttle::check, policy::check, ward::check, ward::check_pins];
 
 /// Checks on upstream → client messages: the tools an identity may see (policy), pins, and what
 /// results and definitions carry (ward).
@@ -87,7 +88,7 @@ pub struct Ctx<'a> {
     pub from: Side,
     pub msg: &'a Msg<'a>,
     /// The settings in force for this message (a reload swaps them between messages).
-    pub settings: Arc<Settings>,
+    pub settings: &'a Settings,
     /// For a response: the request it answers.
     pub request: Option<Open>,
     /// For a client request: who sent it (set by `auth::check`).
@@ -120,7 +121,12 @@ pub struct ActionParams<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(from: Side, msg: &'a Msg<'a>, settings: Arc<Settings>, request: Option<Open>) -> Ctx<'a> {
+    pub fn new(
+        from: Side,
+        msg: &'a Msg<'a>,
+        settings: &'a Settings,
+        request: Option<Open>,
+    ) -> Ctx<'a> {
         Ctx {
             from,
             msg,
@@ -155,7 +161,9 @@ impl<'a> Ctx<'a> {
     pub fn arguments(&self) -> Result<Option<Value>, Deny> {
         match self.action()?.arguments {
             None => Ok(None),
-            Some(raw) => strict_value(raw.get()).map(Some).map_err(|err| Deny::invalid(format!("arguments: {err}"))),
+            Some(raw) => strict_value(raw.get())
+                .map(Some)
+                .map_err(|err| Deny::invalid(format!("arguments: {err}"))),
         }
     }
 
@@ -164,7 +172,10 @@ impl<'a> Ctx<'a> {
         if self.params.is_none() {
             let parsed = match self.msg.params {
                 None => None,
-                Some(raw) => Some(strict_value(raw.get()).map_err(|err| Deny::invalid(format!("params: {err}")))?),
+                Some(raw) => Some(
+                    strict_value(raw.get())
+                        .map_err(|err| Deny::invalid(format!("params: {err}")))?,
+                ),
             };
             self.params = Some(parsed);
         }
@@ -176,7 +187,10 @@ impl<'a> Ctx<'a> {
         if self.result.is_none() {
             let parsed = match self.msg.result {
                 None => None,
-                Some(raw) => Some(strict_value(raw.get()).map_err(|err| Deny::invalid(format!("result: {err}")))?),
+                Some(raw) => Some(
+                    strict_value(raw.get())
+                        .map_err(|err| Deny::invalid(format!("result: {err}")))?,
+                ),
             };
             self.result = Some(parsed);
         }
@@ -195,7 +209,9 @@ impl<'a> Ctx<'a> {
         if let Some(method) = &msg.method {
             out.insert("method".to_owned(), Value::String(method.to_string()));
         }
-        let reparse = |raw: Option<&RawValue>| raw.and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
+        let reparse = |raw: Option<Raw<'_>>| {
+            raw.and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        };
         let params = match &self.params {
             Some(edited) => edited.clone(),
             None => reparse(msg.params),
@@ -246,7 +262,8 @@ pub fn deny_line(id: Option<&str>, deny: &Deny) -> Vec<u8> {
     if let Some(Value::Object(extra)) = &deny.data {
         data.extend(extra.clone());
     }
-    let data = if data.is_empty() { String::new() } else { format!(",\"data\":{}", Value::Object(data)) };
+    let data =
+        if data.is_empty() { String::new() } else { format!(",\"data\":{}", Value::Object(data)) };
     format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{{\"code\":{},\"message\":{message}{data}}}}}\n",
         id.unwrap_or("null"),
@@ -328,7 +345,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         while let Some(key) = map.next_key::<String>()? {
             let value = map.next_value_seed(StrictSeed)?;
             if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("key \"{key}\" appears more than once")));
+                return Err(de::Error::custom(format_args!(
+                    "key \"{key}\" appears more than once"
+                )));
             }
             out.insert(key, value);
         }
@@ -365,12 +384,24 @@ impl<'de> Visitor<'de> for ActionVisitor {
                 }
             };
             if std::mem::replace(&mut seen[slot], true) {
-                return Err(de::Error::custom(format_args!("key \"{key}\" appears more than once")));
+                return Err(de::Error::custom(format_args!(
+                    "key \"{key}\" appears more than once"
+                )));
             }
             let raw = map.next_value::<&'de RawValue>()?;
             match slot {
-                0 => out.name = Some(string_of(raw).ok_or_else(|| de::Error::custom("\"name\" must be a string"))?),
-                1 => out.uri = Some(string_of(raw).ok_or_else(|| de::Error::custom("\"uri\" must be a string"))?),
+                0 => {
+                    out.name = Some(
+                        string_of(raw)
+                            .ok_or_else(|| de::Error::custom("\"name\" must be a string"))?,
+                    )
+                }
+                1 => {
+                    out.uri = Some(
+                        string_of(raw)
+                            .ok_or_else(|| de::Error::custom("\"uri\" must be a string"))?,
+                    )
+                }
                 2 => out.arguments = Some(raw).filter(|raw| raw.get() != "null"),
                 _ => out.meta = Some(raw),
             }
@@ -417,8 +448,14 @@ mod tests {
 
     #[test]
     fn strict_parse() {
-        assert_eq!(strict_value(r#"{"a":[1,{"b":"c"}],"d":null}"#).unwrap(), serde_json::json!({"a":[1,{"b":"c"}],"d":null}));
-        assert_eq!(strict_value(r#"{"a":1,"a":2}"#).unwrap_err().to_string(), "key \"a\" appears more than once at line 1 column 13");
+        assert_eq!(
+            strict_value(r#"{"a":[1,{"b":"c"}],"d":null}"#).unwrap(),
+            serde_json::json!({"a":[1,{"b":"c"}],"d":null})
+        );
+        assert_eq!(
+            strict_value(r#"{"a":1,"a":2}"#).unwrap_err().to_string(),
+            "key \"a\" appears more than once at line 1 column 13"
+        );
         assert!(strict_value(r#"{"x":{"p":1,"\u0070":2}}"#).is_err());
         assert!(strict_value(&format!("{}{}", "[".repeat(200), "]".repeat(200))).is_err());
     }
@@ -427,11 +464,18 @@ mod tests {
     fn action_params() {
         let parse = |text: &str| {
             let mut de = serde_json::Deserializer::from_str(text);
-            de.deserialize_map(ActionVisitor).map(|a| (a.name.map(|n| n.into_owned()), a.arguments.map(|r| r.get().to_owned())))
+            de.deserialize_map(ActionVisitor)
+                .map(|a| (a.name.map(|n| n.into_owned()), a.arguments.map(|r| r.get().to_owned())))
         };
-        assert_eq!(parse(r#"{"name":"read_file","arguments":{"path":"/tmp"},"_meta":{}}"#).unwrap(), (Some("read_file".to_owned()), Some(r#"{"path":"/tmp"}"#.to_owned())));
+        assert_eq!(
+            parse(r#"{"name":"read_file","arguments":{"path":"/tmp"},"_meta":{}}"#).unwrap(),
+            (Some("read_file".to_owned()), Some(r#"{"path":"/tmp"}"#.to_owned()))
+        );
         assert_eq!(parse(r#"{"name":"re\u0061d"}"#).unwrap(), (Some("read".to_owned()), None));
-        assert!(parse(r#"{"name":"a","name":"b"}"#).unwrap_err().to_string().starts_with("key \"name\" appears more than once"));
+        assert!(parse(r#"{"name":"a","name":"b"}"#)
+            .unwrap_err()
+            .to_string()
+            .starts_with("key \"name\" appears more than once"));
         assert!(parse(r#"{"name":7}"#).is_err());
     }
 }

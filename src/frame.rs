@@ -3,24 +3,25 @@
 //! MCP on stdio is one JSON-RPC message per line, UTF-8, no embedded newlines, and (since
 //! 2025-06-18) no batches. [`LineReader`] cuts lines without ever buffering more than the limit;
 //! [`parse`] checks a line once and returns a [`Msg`] that borrows `id`, `params` and
-//! `result`/`error` as raw JSON from the line, so an allowed message can be forwarded as the exact
-//! bytes that came in. This module does not decide what is allowed and does not reply to anyone:
-//! it says what a line is, or precisely why it is not a message.
+//! `result`/`error` as raw JSON ([`Raw`]) from the line, so an allowed message can be forwarded
+//! as the exact bytes that came in. The check is our own (module `json` below), strict and equal
+//! to serde_json's, because it is most of what a transparent relay spends per message. This
+//! module does not decide what is allowed and does not reply to anyone: it says what a line is,
+//! or precisely why it is not a message.
 //!
 //! # Untrusted input
 //!
 //! Both peers are untrusted. A line longer than the limit is discarded as it streams in; only a
-//! bounded scan for its `id` survives ([`Oversize`]). Nesting deeper than serde_json's recursion
-//! limit (128) is refused as unparseable. A top-level key given twice is refused, because the two
-//! peers could resolve it differently (first wins in some parsers, last in others), which would
-//! let a message say one thing to the gateway and another to the server.
+//! bounded scan for its `id` survives ([`Oversize`]). Nesting has no depth limit here, as in
+//! serde_json's skipping of values: nothing recurses, and each level costs one bit; the checks
+//! that look inside params parse them with serde_json's limit (128). A top-level key given twice
+//! is refused, because the two peers could resolve it differently (first wins in some parsers,
+//! last in others), which would let a message say one thing to the gateway and another to the
+//! server.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, BufRead};
-
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 /// The default for `--max-message-bytes`. The spec sets no limit; real servers send lines of
 /// several MB (a 3 MB file read is a 6.5 MB line), so the cap only stops unbounded growth.
@@ -61,11 +62,7 @@ pub struct Oversize {
 
 impl<R: BufRead> LineReader<R> {
     pub fn new(inner: R, limit: usize) -> LineReader<R> {
-        LineReader {
-            inner,
-            buf: Vec::with_capacity(64 * 1024),
-            limit,
-        }
+        LineReader { inner, buf: Vec::with_capacity(64 * 1024), limit }
     }
 
     /// The next line, or `None` at end of input.
@@ -74,8 +71,7 @@ impl<R: BufRead> LineReader<R> {
             self.buf = Vec::with_capacity(64 * 1024);
         }
         self.buf.clear();
-        let cap = self.limit as u64 + 1;
-        let n = io::Read::take(&mut self.inner, cap).read_until(b'\n', &mut self.buf)?;
+        let n = self.read_until_newline()?;
         if n == 0 {
             return Ok(None);
         }
@@ -96,7 +92,7 @@ impl<R: BufRead> LineReader<R> {
             if available.is_empty() {
                 break;
             }
-            let (used, done) = match available.iter().position(|&b| b == b'\n') {
+            let (used, done) = match memchr::memchr(b'\n', available) {
                 Some(i) => (i + 1, true),
                 None => (available.len(), false),
             };
@@ -109,11 +105,34 @@ impl<R: BufRead> LineReader<R> {
             }
         }
         self.buf = Vec::with_capacity(64 * 1024);
-        Ok(Some(Read::TooLong(Oversize {
-            len,
-            id: sniffer.id(),
-            has_method: sniffer.has_method,
-        })))
+        Ok(Some(Read::TooLong(Oversize { len, id: sniffer.id(), has_method: sniffer.has_method })))
+    }
+
+    /// Appends to `buf` up to and including the next `\n`, stopping early at end of input or
+    /// after `limit + 1` bytes; returns how many bytes it appended. `read_until` on a `Take` does
+    /// the same, but looks for the newline a word at a time; `memchr` is several times faster,
+    /// which matters on lines of many kilobytes.
+    fn read_until_newline(&mut self) -> io::Result<usize> {
+        let cap = self.limit.saturating_add(1);
+        let mut n = 0;
+        loop {
+            let available = match self.inner.fill_buf() {
+                Ok(available) => available,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            let available = &available[..available.len().min(cap - n)];
+            let (used, done) = match memchr::memchr(b'\n', available) {
+                Some(i) => (i + 1, true),
+                None => (available.len(), available.is_empty() || n + available.len() == cap),
+            };
+            self.buf.extend_from_slice(&available[..used]);
+            self.inner.consume(used);
+            n += used;
+            if done {
+                return Ok(n);
+            }
+        }
     }
 }
 
@@ -124,11 +143,39 @@ impl<R: BufRead> LineReader<R> {
 #[derive(Debug)]
 pub struct Msg<'a> {
     pub kind: Kind,
-    pub id: Option<&'a RawValue>,
+    pub id: Option<Raw<'a>>,
     pub method: Option<Cow<'a, str>>,
-    pub params: Option<&'a RawValue>,
-    pub result: Option<&'a RawValue>,
-    pub error: Option<&'a RawValue>,
+    pub params: Option<Raw<'a>>,
+    pub result: Option<Raw<'a>>,
+    pub error: Option<Raw<'a>>,
+}
+
+/// JSON text already validated by [`parse`]: exactly one JSON value, without the whitespace
+/// around it, borrowed from the line it was read from.
+///
+/// It plays the part of serde_json's `&RawValue` without a second pass over the text: the
+/// checks that look inside (the chain, the ward) parse it again on demand, and it is always
+/// valid input for them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    /// The JSON text.
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+
+    /// `text` as a value, if it is exactly one JSON value (whitespace around it is dropped), by
+    /// the same rules as [`parse`].
+    pub fn parse(text: &str) -> Option<Raw<'_>> {
+        json::value(text).map(Raw)
+    }
+}
+
+impl fmt::Debug for Raw<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Raw({})", self.0)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,10 +249,7 @@ impl fmt::Display for FrameError {
                 f.write_str("a message cannot have both \"method\" and \"result\" or \"error\"")
             }
             FrameError::TooLong { len, limit } => {
-                write!(
-                    f,
-                    "message of {len} bytes exceeds the limit of {limit} bytes"
-                )
+                write!(f, "message of {len} bytes exceeds the limit of {limit} bytes")
             }
         }
     }
@@ -216,52 +260,32 @@ impl fmt::Display for FrameError {
 pub struct Rejected<'a> {
     pub error: FrameError,
     /// The `id`, when the line was an object whose `id` was valid.
-    pub id: Option<&'a RawValue>,
+    pub id: Option<Raw<'a>>,
     /// Whether the object had a `method` key (so a reply may be owed to its sender).
     pub has_method: bool,
 }
 
 /// Checks one line (a trailing `\n` or `\r\n` is allowed) and returns its message view.
+///
+/// The line is valid JSON exactly when serde_json would accept it (`from_slice::<IgnoredAny>`),
+/// with one addition serde_json makes for keys it decodes: a top-level key may not hold an
+/// unpaired surrogate escape (`"\ud800"`), so no peer can read such a key as `id` by dropping it.
 pub fn parse(line: &[u8]) -> Result<Msg<'_>, Rejected<'_>> {
-    let reject = |error| Rejected {
-        error,
-        id: None,
-        has_method: false,
-    };
+    let reject = |error| Rejected { error, id: None, has_method: false };
     let text = std::str::from_utf8(line).map_err(|_| reject(FrameError::NotUtf8))?;
-    match text.trim_start().as_bytes().first() {
-        Some(b'{') => {}
-        Some(b'[') => {
-            return Err(reject(if is_json(text) {
-                FrameError::Batch
-            } else {
-                FrameError::NotJson
-            }))
-        }
-        _ => {
-            return Err(reject(if is_json(text) {
-                FrameError::NotObject
-            } else {
-                FrameError::NotJson
-            }))
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let fields = match Fields::deserialize(&mut de).and_then(|fields| de.end().map(|()| fields)) {
-        Ok(fields) => fields,
-        Err(_) => return Err(reject(FrameError::NotJson)),
+    let fields = match json::top(text) {
+        Ok(json::Top::Object(fields)) => fields,
+        Ok(json::Top::Array) => return Err(reject(FrameError::Batch)),
+        Ok(json::Top::Other) => return Err(reject(FrameError::NotObject)),
+        Err(json::Invalid) => return Err(reject(FrameError::NotJson)),
     };
     fields.into_msg()
-}
-
-fn is_json(text: &str) -> bool {
-    serde_json::from_str::<IgnoredAny>(text).is_ok()
 }
 
 /// The canonical text of a valid `id`, used to match a response to its request: strings are
 /// re-encoded only when they contain escapes, so `"a"` and `"\u0061"` are the same id. Integers
 /// are kept as written (`parse` refuses fractions and exponents).
-pub fn id_key(id: &RawValue) -> Cow<'_, str> {
+pub fn id_key(id: Raw<'_>) -> Cow<'_, str> {
     let text = id.get();
     if text == "-0" {
         // Peers that parse ids as numbers answer `-0` with `0`.
@@ -279,32 +303,35 @@ pub fn id_key(id: &RawValue) -> Cow<'_, str> {
 /// The top-level fields of a message object, as raw JSON.
 #[derive(Default)]
 struct Fields<'a> {
-    jsonrpc: Option<&'a RawValue>,
-    id: Option<&'a RawValue>,
-    method: Option<&'a RawValue>,
-    params: Option<&'a RawValue>,
-    result: Option<&'a RawValue>,
-    error: Option<&'a RawValue>,
+    jsonrpc: Option<Raw<'a>>,
+    id: Option<Raw<'a>>,
+    method: Option<Raw<'a>>,
+    params: Option<Raw<'a>>,
+    result: Option<Raw<'a>>,
+    error: Option<Raw<'a>>,
     duplicate: Option<&'static str>,
 }
 
 impl<'a> Fields<'a> {
-    fn deserialize(
-        de: &mut serde_json::Deserializer<serde_json::de::StrRead<'a>>,
-    ) -> serde_json::Result<Fields<'a>> {
-        de.deserialize_map(FieldsVisitor)
+    /// Records a member; the last one of a name wins, and the first name seen twice is kept.
+    fn set(&mut self, name: &'static str, value: Raw<'a>) {
+        let slot = match name {
+            "jsonrpc" => &mut self.jsonrpc,
+            "id" => &mut self.id,
+            "method" => &mut self.method,
+            "params" => &mut self.params,
+            "result" => &mut self.result,
+            _ => &mut self.error,
+        };
+        if slot.replace(value).is_some() {
+            self.duplicate.get_or_insert(name);
+        }
     }
 
     fn into_msg(self) -> Result<Msg<'a>, Rejected<'a>> {
         let has_method = self.method.is_some();
-        let id = self.id.filter(|id| valid_id(id));
-        let reject = |error| {
-            Err(Rejected {
-                error,
-                id,
-                has_method,
-            })
-        };
+        let id = self.id.filter(|id| valid_id(*id));
+        let reject = |error| Err(Rejected { error, id, has_method });
         if let Some(key) = self.duplicate {
             return reject(FrameError::DuplicateKey(key));
         }
@@ -334,19 +361,12 @@ impl<'a> Fields<'a> {
             (None, Some(_), true, false) | (None, Some(_), false, true) => Kind::Response,
             (None, Some(_), _, _) => return reject(FrameError::ResultAndError),
         };
-        Ok(Msg {
-            kind,
-            id,
-            method,
-            params,
-            result: self.result,
-            error: self.error,
-        })
+        Ok(Msg { kind, id, method, params, result: self.result, error: self.error })
     }
 }
 
 /// A string, or an integer within `i64` written without fraction or exponent.
-fn valid_id(id: &RawValue) -> bool {
+fn valid_id(id: Raw<'_>) -> bool {
     let text = id.get();
     match text.as_bytes()[0] {
         b'"' => true,
@@ -355,86 +375,13 @@ fn valid_id(id: &RawValue) -> bool {
     }
 }
 
-fn decode_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+fn decode_str(raw: Raw<'_>) -> Option<Cow<'_, str>> {
     let text = raw.get();
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
     if !inner.contains('\\') {
         return Some(Cow::Borrowed(inner));
     }
     serde_json::from_str::<String>(text).ok().map(Cow::Owned)
-}
-
-struct FieldsVisitor;
-
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Fields<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON-RPC message object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-        let mut fields = Fields::default();
-        while let Some(key) = map.next_key::<Key>()? {
-            let (slot, name) = match key {
-                Key::Jsonrpc => (&mut fields.jsonrpc, "jsonrpc"),
-                Key::Id => (&mut fields.id, "id"),
-                Key::Method => (&mut fields.method, "method"),
-                Key::Params => (&mut fields.params, "params"),
-                Key::Result => (&mut fields.result, "result"),
-                Key::Error => (&mut fields.error, "error"),
-                Key::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
-            };
-            let value = map.next_value::<&'de RawValue>()?;
-            if slot.is_some() {
-                fields.duplicate.get_or_insert(name);
-            }
-            *slot = Some(value);
-        }
-        Ok(fields)
-    }
-}
-
-enum Key {
-    Jsonrpc,
-    Id,
-    Method,
-    Params,
-    Result,
-    Error,
-    Other,
-}
-
-impl<'de> de::Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Key, D::Error> {
-        de.deserialize_str(KeyVisitor)
-    }
-}
-
-struct KeyVisitor;
-
-impl Visitor<'_> for KeyVisitor {
-    type Value = Key;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a key")
-    }
-
-    // serde_json decodes escapes before calling this, so `"\u0069d"` arrives as `id`.
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-        Ok(match key {
-            "jsonrpc" => Key::Jsonrpc,
-            "id" => Key::Id,
-            "method" => Key::Method,
-            "params" => Key::Params,
-            "result" => Key::Result,
-            "error" => Key::Error,
-            _ => Key::Other,
-        })
-    }
 }
 
 /// Finds the top-level `"id"` of a JSON object fed to it in pieces, keeping at most
@@ -542,8 +489,453 @@ impl IdSniffer {
             return None;
         }
         let text = std::str::from_utf8(self.id.as_deref()?).ok()?.trim();
-        let raw = serde_json::from_str::<&RawValue>(text).ok()?;
+        let raw = Raw::parse(text)?;
         valid_id(raw).then(|| id_key(raw).into_owned())
+    }
+}
+
+/// A strict JSON checker that also finds the top-level members of an object: the one pass
+/// [`parse`] makes over a line.
+///
+/// It accepts exactly what serde_json accepts (RFC 8259: no trailing commas, no leading zeros, no
+/// raw control bytes in strings, escapes checked, `\u` with four hex digits but unpaired
+/// surrogates allowed in values, any depth of nesting, since serde_json skips values without a
+/// depth limit too), and it decodes a top-level key only when it has a backslash.
+///
+/// Why not serde_json: skipping a string costs it a call per escape sequence, and MCP payloads
+/// are mostly strings of code and JSON with an escape every dozen bytes. Here a line is first
+/// screened in one vectorisable pass ([`plain`]): when it has no control bytes and every
+/// backslash starts one of the common two-byte escapes (`\"` `\\` `\/` `\n` `\r` `\t`), every
+/// string in it is valid, and its end is the first quote after an even run of backslashes, which
+/// `memchr` finds. Other lines (a `\u`, `\b` or `\f` escape, a tab between tokens, an error)
+/// check each string they hold: the same screen, then escape by escape.
+mod json {
+    use super::{Fields, Raw};
+
+    /// The line is not JSON. Where and why does not matter to anyone: it is `NotJson`.
+    pub(super) struct Invalid;
+
+    /// A line that is one valid JSON value.
+    pub(super) enum Top<'a> {
+        Object(Fields<'a>),
+        Array,
+        Other,
+    }
+
+    /// Checks `text` and, for an object, records the members [`Fields`] knows.
+    pub(super) fn top(text: &str) -> Result<Top<'_>, Invalid> {
+        let b = text.as_bytes();
+        let body = &b[..b.len() - trailing_ws(b)];
+        if plain(body) {
+            top_with::<true>(text)
+        } else {
+            top_with::<false>(text)
+        }
+    }
+
+    /// `text` without the whitespace around it, if it is exactly one JSON value.
+    pub(super) fn value(text: &str) -> Option<&str> {
+        let b = text.as_bytes();
+        let start = ws(b, 0);
+        let end = value_end::<false>(b, start, &mut Nesting::default()).ok()?;
+        (ws(b, end) == b.len()).then(|| text.get(start..end))?
+    }
+
+    /// `PLAIN`: the whole line passed [`plain`], so strings need only their end found.
+    pub(super) fn top_with<const PLAIN: bool>(text: &str) -> Result<Top<'_>, Invalid> {
+        let b = text.as_bytes();
+        let mut nesting = Nesting::default();
+        let mut i = ws(b, 0);
+        let top = match b.get(i) {
+            Some(b'{') => {
+                let mut fields = Fields::default();
+                i = ws(b, i + 1);
+                if b.get(i) == Some(&b'}') {
+                    i += 1;
+                } else {
+                    loop {
+                        if b.get(i) != Some(&b'"') {
+                            return Err(Invalid);
+                        }
+                        let key_end = string_end::<PLAIN>(b, i)?;
+                        let name = member(&b[i + 1..key_end - 1])?;
+                        i = ws(b, key_end);
+                        if b.get(i) != Some(&b':') {
+                            return Err(Invalid);
+                        }
+                        let start = ws(b, i + 1);
+                        i = value_end::<PLAIN>(b, start, &mut nesting)?;
+                        if let Some(name) = name {
+                            fields.set(name, Raw(text.get(start..i).ok_or(Invalid)?));
+                        }
+                        i = ws(b, i);
+                        match b.get(i) {
+                            Some(b',') => i = ws(b, i + 1),
+                            Some(b'}') => {
+                                i += 1;
+                                break;
+                            }
+                            _ => return Err(Invalid),
+                        }
+                    }
+                }
+                Top::Object(fields)
+            }
+            Some(b'[') => {
+                i = value_end::<PLAIN>(b, i, &mut nesting)?;
+                Top::Array
+            }
+            _ => {
+                i = value_end::<PLAIN>(b, i, &mut nesting)?;
+                Top::Other
+            }
+        };
+        if ws(b, i) != b.len() {
+            return Err(Invalid);
+        }
+        Ok(top)
+    }
+
+    /// The index just past the value that starts at `i` (not at whitespace). Iterative: the
+    /// containers around the current value live in `nesting`, not on the call stack.
+    fn value_end<const PLAIN: bool>(
+        b: &[u8],
+        mut i: usize,
+        nesting: &mut Nesting,
+    ) -> Result<usize, Invalid> {
+        'value: loop {
+            match *b.get(i).ok_or(Invalid)? {
+                b'{' => {
+                    i = ws(b, i + 1);
+                    if b.get(i) == Some(&b'}') {
+                        i += 1;
+                    } else {
+                        nesting.push(true);
+                        i = member_value::<PLAIN>(b, i)?;
+                        continue 'value;
+                    }
+                }
+                b'[' => {
+                    i = ws(b, i + 1);
+                    if b.get(i) == Some(&b']') {
+                        i += 1;
+                    } else {
+                        nesting.push(false);
+                        continue 'value;
+                    }
+                }
+                b'"' => i = string_end::<PLAIN>(b, i)?,
+                b't' => i = literal(b, i, b"true")?,
+                b'f' => i = literal(b, i, b"false")?,
+                b'n' => i = literal(b, i, b"null")?,
+                _ => i = number_end(b, i)?,
+            }
+            // After a value: close containers until one continues with a comma.
+            while let Some(object) = nesting.top() {
+                i = ws(b, i);
+                match b.get(i) {
+                    Some(b',') => {
+                        i = ws(b, i + 1);
+                        if object {
+                            i = member_value::<PLAIN>(b, i)?;
+                        }
+                        continue 'value;
+                    }
+                    Some(b'}') if object => nesting.pop(),
+                    Some(b']') if !object => nesting.pop(),
+                    _ => return Err(Invalid),
+                }
+                i += 1;
+            }
+            return Ok(i);
+        }
+    }
+
+    /// Reads `"key" :` from `i` and returns where the value starts.
+    fn member_value<const PLAIN: bool>(b: &[u8], i: usize) -> Result<usize, Invalid> {
+        if b.get(i) != Some(&b'"') {
+            return Err(Invalid);
+        }
+        let i = ws(b, string_end::<PLAIN>(b, i)?);
+        if b.get(i) != Some(&b':') {
+            return Err(Invalid);
+        }
+        Ok(ws(b, i + 1))
+    }
+
+    /// The index just past the string whose opening quote is at `open`.
+    #[inline]
+    fn string_end<const PLAIN: bool>(b: &[u8], open: usize) -> Result<usize, Invalid> {
+        let start = open + 1;
+        let mut close = start;
+        loop {
+            close = quote(b, close).ok_or(Invalid)?;
+            let run = b[start..close].iter().rev().take_while(|&&c| c == b'\\').count();
+            if run % 2 == 0 {
+                break;
+            }
+            close += 1;
+        }
+        // The rule above finds the end whenever the escapes before it are valid; when they
+        // are not, the check below fails, as serde_json would on the first bad escape.
+        if !PLAIN && !plain(&b[start..=close]) {
+            contents(&b[start..close])?;
+        }
+        Ok(close + 1)
+    }
+
+    /// The index of the first `"` at or after `from`. Most strings in a message are short (keys,
+    /// `"2.0"`, method names), so the first sixteen bytes are looked at a word at a time before
+    /// `memchr`, which costs a call and some set-up.
+    #[inline]
+    fn quote(b: &[u8], from: usize) -> Option<usize> {
+        const ONES: u64 = u64::from_le_bytes([1; 8]);
+        const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+        let mut at = from;
+        while let Some(word) = b.get(at..at + 8).and_then(|word| <[u8; 8]>::try_from(word).ok()) {
+            // A zero byte of `x` (a quote in `word`) sets the high bit of its byte here; a byte
+            // above it may be set too, so only the lowest one counts.
+            let x = u64::from_le_bytes(word) ^ (ONES * u64::from(b'"'));
+            let quotes = x.wrapping_sub(ONES) & !x & HIGH;
+            if quotes != 0 {
+                return Some(at + quotes.trailing_zeros() as usize / 8);
+            }
+            at += 8;
+            if at - from == 16 {
+                break;
+            }
+        }
+        memchr::memchr(b'"', b.get(at..)?).map(|found| at + found)
+    }
+
+    /// Checks what is between a string's quotes, escape by escape.
+    fn contents(s: &[u8]) -> Result<(), Invalid> {
+        // A fold over whole chunks (vectorised), not an `any` that stops at each byte.
+        if s.chunks(64).any(|chunk| chunk.iter().fold(false, |found, &c| found | (c < 0x20))) {
+            return Err(Invalid);
+        }
+        let mut i = 0;
+        while let Some(at) = memchr::memchr(b'\\', &s[i..]) {
+            i += at;
+            i += match s.get(i + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
+                Some(b'u')
+                    if s.get(i + 2..i + 6)
+                        .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) =>
+                {
+                    6
+                }
+                _ => return Err(Invalid),
+            };
+        }
+        Ok(())
+    }
+
+    /// Whether `b` has no control byte and every backslash in it is followed by a byte that
+    /// makes one of the common two-byte escapes. Written as a branch-free reduction over
+    /// fixed-size chunks, so the compiler vectorises it; every byte tested here costs a compare
+    /// per byte of the line, which is why the rare `\b` and `\f` are left to [`contents`].
+    fn plain(b: &[u8]) -> bool {
+        const CHUNK: usize = 64;
+        fn any_bad(bytes: &[u8], next: &[u8]) -> bool {
+            let mut found = false;
+            for (&c, &next) in bytes[..CHUNK].iter().zip(&next[..CHUNK]) {
+                let escape = matches!(next, b'"' | b'\\' | b'/' | b'n' | b'r' | b't');
+                found |= (c == b'\\') & !escape | (c < 0x20);
+            }
+            found
+        }
+        let Some((&last, _)) = b.split_last() else { return true };
+        if last == b'\\' || last < 0x20 {
+            return false;
+        }
+        // Each byte but the last, beside the byte after it.
+        let (bytes, next) = (&b[..b.len() - 1], &b[1..]);
+        let mut pairs = bytes.chunks_exact(CHUNK).zip(next.chunks_exact(CHUNK));
+        if pairs.any(|(bytes, next)| any_bad(bytes, next)) {
+            return false;
+        }
+        // The rest, padded with spaces (harmless on both sides) to a whole chunk.
+        let rest = bytes.len() % CHUNK;
+        let mut tail = [[b' '; CHUNK]; 2];
+        tail[0][..rest].copy_from_slice(&bytes[bytes.len() - rest..]);
+        tail[1][..rest].copy_from_slice(&next[next.len() - rest..]);
+        !any_bad(&tail[0], &tail[1])
+    }
+
+    /// Which member [`Fields`] records `key` names (the text between its quotes, already
+    /// checked), decoding escapes as serde_json does for keys: an unpaired surrogate is an error.
+    fn member(key: &[u8]) -> Result<Option<&'static str>, Invalid> {
+        if !key.contains(&b'\\') {
+            return Ok(name_of(key));
+        }
+        // The longest name is 7 bytes; a longer key is decoded only to check it.
+        let mut out = [0u8; 8];
+        let mut len = 0;
+        let mut push = |bytes: &[u8]| {
+            if let Some(to) = out.get_mut(len..len + bytes.len()) {
+                to.copy_from_slice(bytes);
+            }
+            len += bytes.len();
+        };
+        let mut i = 0;
+        while i < key.len() {
+            if key[i] != b'\\' {
+                push(&key[i..i + 1]);
+                i += 1;
+                continue;
+            }
+            let decoded = match key.get(i + 1) {
+                Some(b'u') => {
+                    let high = hex4(key, i + 2)?;
+                    i += 6;
+                    match high {
+                        0xD800..=0xDBFF => {
+                            if key.get(i..i + 2) != Some(b"\\u") {
+                                return Err(Invalid);
+                            }
+                            let low = hex4(key, i + 2)?;
+                            if !(0xDC00..=0xDFFF).contains(&low) {
+                                return Err(Invalid);
+                            }
+                            i += 6;
+                            0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                        }
+                        0xDC00..=0xDFFF => return Err(Invalid),
+                        _ => high,
+                    }
+                }
+                Some(&c) => {
+                    i += 2;
+                    u32::from(match c {
+                        b'b' => 0x08,
+                        b'f' => 0x0C,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        other => other,
+                    })
+                }
+                None => return Err(Invalid),
+            };
+            let decoded = char::from_u32(decoded).ok_or(Invalid)?;
+            push(decoded.encode_utf8(&mut [0; 4]).as_bytes());
+        }
+        Ok(out.get(..len).and_then(name_of))
+    }
+
+    pub(super) fn name_of(key: &[u8]) -> Option<&'static str> {
+        Some(match key {
+            b"jsonrpc" => "jsonrpc",
+            b"id" => "id",
+            b"method" => "method",
+            b"params" => "params",
+            b"result" => "result",
+            b"error" => "error",
+            _ => return None,
+        })
+    }
+
+    /// The four hex digits at `i`.
+    fn hex4(b: &[u8], i: usize) -> Result<u32, Invalid> {
+        let hex = b.get(i..i + 4).ok_or(Invalid)?;
+        hex.iter().try_fold(0, |n, &c| Ok(n << 4 | char::from(c).to_digit(16).ok_or(Invalid)?))
+    }
+
+    /// Number grammar: `-? (0 | [1-9][0-9]*) (\.[0-9]+)? ([eE][+-]?[0-9]+)?`.
+    fn number_end(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
+        let digits = |mut i: usize| {
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        i = match b.get(i) {
+            Some(b'0') => i + 1,
+            Some(b'1'..=b'9') => digits(i + 1),
+            _ => return Err(Invalid),
+        };
+        if b.get(i) == Some(&b'.') {
+            if !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                return Err(Invalid);
+            }
+            i = digits(i + 1);
+        }
+        if let Some(b'e' | b'E') = b.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = b.get(i) {
+                i += 1;
+            }
+            if !b.get(i).is_some_and(u8::is_ascii_digit) {
+                return Err(Invalid);
+            }
+            i = digits(i);
+        }
+        Ok(i)
+    }
+
+    fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize, Invalid> {
+        match b.get(i..i + word.len()) {
+            Some(found) if found == word => Ok(i + word.len()),
+            _ => Err(Invalid),
+        }
+    }
+
+    /// The index of the first byte at or after `i` that is not JSON whitespace.
+    #[inline]
+    fn ws(b: &[u8], mut i: usize) -> usize {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+            i += 1;
+        }
+        i
+    }
+
+    fn trailing_ws(b: &[u8]) -> usize {
+        b.iter().rev().take_while(|&&c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')).count()
+    }
+
+    /// The containers around the current value, one bit per level (set for an object). The
+    /// first 64 levels take no allocation; deeper levels take a bit each, so a line of `n`
+    /// bytes needs at most `n / 8` bytes here.
+    #[derive(Default)]
+    struct Nesting {
+        depth: usize,
+        low: u64,
+        high: Vec<u64>,
+    }
+
+    impl Nesting {
+        fn push(&mut self, object: bool) {
+            let (word, bit) = match self.depth {
+                depth @ 0..64 => (&mut self.low, depth),
+                depth => {
+                    let idx = (depth - 64) / 64;
+                    if idx == self.high.len() {
+                        self.high.push(0);
+                    }
+                    (&mut self.high[idx], depth % 64)
+                }
+            };
+            *word = *word & !(1 << bit) | u64::from(object) << bit;
+            self.depth += 1;
+        }
+
+        fn pop(&mut self) {
+            self.depth -= 1;
+        }
+
+        /// Whether the innermost container is an object; `None` at the top level.
+        fn top(&self) -> Option<bool> {
+            let depth = self.depth.checked_sub(1)?;
+            let word = match depth {
+                0..64 => self.low,
+                _ => self.high[(depth - 64) / 64],
+            };
+            Some(word >> (depth % 64) & 1 == 1)
+        }
     }
 }
 
@@ -555,7 +947,7 @@ mod tests {
     fn ok(line: &str, kind: Kind, id: Option<&str>, method: Option<&str>) {
         let msg = parse(line.as_bytes()).unwrap_or_else(|rej| panic!("rejected: {}", rej.error));
         assert_eq!(msg.kind, kind);
-        assert_eq!(msg.id.map(RawValue::get), id);
+        assert_eq!(msg.id.map(|id| id.get()), id);
         assert_eq!(msg.method.as_deref(), method);
     }
 
@@ -565,19 +957,14 @@ mod tests {
             Ok(msg) => panic!("accepted: {msg:?}"),
             Err(rej) => {
                 assert_eq!(rej.error, error);
-                assert_eq!(rej.id.map(RawValue::get), id);
+                assert_eq!(rej.id.map(|id| id.get()), id);
             }
         }
     }
 
     #[test]
     fn kinds() {
-        ok(
-            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-            Kind::Request,
-            Some("1"),
-            Some("ping"),
-        );
+        ok(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, Kind::Request, Some("1"), Some("ping"));
         ok(
             "{\"method\":\"tools/call\",\"params\":{\"name\":\"x\"},\"jsonrpc\":\"2.0\",\"id\":\"a\"}\r\n",
             Kind::Request,
@@ -590,12 +977,7 @@ mod tests {
             None,
             Some("notifications/initialized"),
         );
-        ok(
-            r#"{"jsonrpc":"2.0","id":0,"result":{}}"#,
-            Kind::Response,
-            Some("0"),
-            None,
-        );
+        ok(r#"{"jsonrpc":"2.0","id":0,"result":{}}"#, Kind::Response, Some("0"), None);
         ok(
             r#"{"jsonrpc":"2.0","id":-7,"error":{"code":1,"message":"x"}}"#,
             Kind::Response,
@@ -618,11 +1000,7 @@ mod tests {
 
     #[test]
     fn rejections() {
-        bad(
-            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}",
-            FrameError::NotUtf8,
-            None,
-        );
+        bad(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}", FrameError::NotUtf8, None);
         bad(b"hello", FrameError::NotJson, None);
         bad(b"{\"jsonrpc\":\"2.0\",\"id\":1,", FrameError::NotJson, None);
         bad(
@@ -630,11 +1008,7 @@ mod tests {
             FrameError::NotJson,
             None,
         );
-        bad(
-            br#"[{"jsonrpc":"2.0","id":1,"method":"a"}]"#,
-            FrameError::Batch,
-            None,
-        );
+        bad(br#"[{"jsonrpc":"2.0","id":1,"method":"a"}]"#, FrameError::Batch, None);
         bad(b"42", FrameError::NotObject, None);
         bad(b"", FrameError::NotJson, None);
         bad(
@@ -647,46 +1021,18 @@ mod tests {
             FrameError::DuplicateKey("id"),
             Some("2"),
         );
-        bad(
-            br#"{"jsonrpc":"1.0","id":3,"method":"a"}"#,
-            FrameError::BadVersion,
-            Some("3"),
-        );
-        bad(
-            br#"{"id":3,"method":"a"}"#,
-            FrameError::BadVersion,
-            Some("3"),
-        );
-        bad(
-            br#"{"jsonrpc":"2.0","id":null,"method":"a"}"#,
-            FrameError::BadId,
-            None,
-        );
-        bad(
-            br#"{"jsonrpc":"2.0","id":1.5,"method":"a"}"#,
-            FrameError::BadId,
-            None,
-        );
-        bad(
-            br#"{"jsonrpc":"2.0","id":1e3,"method":"a"}"#,
-            FrameError::BadId,
-            None,
-        );
-        bad(
-            br#"{"jsonrpc":"2.0","id":{"a":1},"method":"a"}"#,
-            FrameError::BadId,
-            None,
-        );
+        bad(br#"{"jsonrpc":"1.0","id":3,"method":"a"}"#, FrameError::BadVersion, Some("3"));
+        bad(br#"{"id":3,"method":"a"}"#, FrameError::BadVersion, Some("3"));
+        bad(br#"{"jsonrpc":"2.0","id":null,"method":"a"}"#, FrameError::BadId, None);
+        bad(br#"{"jsonrpc":"2.0","id":1.5,"method":"a"}"#, FrameError::BadId, None);
+        bad(br#"{"jsonrpc":"2.0","id":1e3,"method":"a"}"#, FrameError::BadId, None);
+        bad(br#"{"jsonrpc":"2.0","id":{"a":1},"method":"a"}"#, FrameError::BadId, None);
         bad(
             br#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"a"}"#,
             FrameError::BadId,
             None,
         );
-        bad(
-            br#"{"jsonrpc":"2.0","id":1,"method":7}"#,
-            FrameError::BadMethod,
-            Some("1"),
-        );
+        bad(br#"{"jsonrpc":"2.0","id":1,"method":7}"#, FrameError::BadMethod, Some("1"));
         bad(
             br#"{"jsonrpc":"2.0","id":1,"method":"a","params":[1]}"#,
             FrameError::BadParams,
@@ -698,11 +1044,7 @@ mod tests {
             Some("1"),
         );
         bad(br#"{"jsonrpc":"2.0"}"#, FrameError::NoMethodOrId, None);
-        bad(
-            br#"{"jsonrpc":"2.0","id":1}"#,
-            FrameError::ResultAndError,
-            Some("1"),
-        );
+        bad(br#"{"jsonrpc":"2.0","id":1}"#, FrameError::ResultAndError, Some("1"));
         bad(
             br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#,
             FrameError::ResultAndError,
@@ -725,8 +1067,7 @@ mod tests {
 
     #[test]
     fn id_keys() {
-        let key =
-            |text: &str| id_key(serde_json::from_str::<&RawValue>(text).unwrap()).into_owned();
+        let key = |text: &str| id_key(Raw::parse(text).unwrap()).into_owned();
         assert_eq!(key("7"), "7");
         assert_eq!(key("-0"), "0");
         assert_eq!(key("\"7\""), "\"7\"");
@@ -752,12 +1093,7 @@ mod tests {
         let out = read_all(b"ab\n\ncd\r\nef", 8);
         assert_eq!(
             out,
-            [
-                Ok(b"ab\n".to_vec()),
-                Ok(b"\n".to_vec()),
-                Ok(b"cd\r\n".to_vec()),
-                Ok(b"ef".to_vec())
-            ]
+            [Ok(b"ab\n".to_vec()), Ok(b"\n".to_vec()), Ok(b"cd\r\n".to_vec()), Ok(b"ef".to_vec())]
         );
         // Exactly at the limit is fine, one byte more is not.
         let out = read_all(b"12345678\n123456789\nok\n", 8);
@@ -765,23 +1101,12 @@ mod tests {
             out,
             [
                 Ok(b"12345678\n".to_vec()),
-                Err(Oversize {
-                    len: 9,
-                    id: None,
-                    has_method: false
-                }),
+                Err(Oversize { len: 9, id: None, has_method: false }),
                 Ok(b"ok\n".to_vec()),
             ]
         );
         let out = read_all(b"123456789", 8);
-        assert_eq!(
-            out,
-            [Err(Oversize {
-                len: 9,
-                id: None,
-                has_method: false
-            })]
-        );
+        assert_eq!(out, [Err(Oversize { len: 9, id: None, has_method: false })]);
     }
 
     #[test]
@@ -789,9 +1114,7 @@ mod tests {
         let pad = "x".repeat(100);
         let line = format!("{{\"method\":\"tools/call\",\"params\":{{\"a\":\"{pad}\",\"id\":5,\"b\":[{{}}]}},\"jsonrpc\":\"2.0\",\"id\":\"r-1\"}}\nnext\n");
         let out = read_all(line.as_bytes(), 40);
-        let Err(oversize) = &out[0] else {
-            panic!("not too long")
-        };
+        let Err(oversize) = &out[0] else { panic!("not too long") };
         assert_eq!(oversize.id.as_deref(), Some("\"r-1\""));
         assert!(oversize.has_method);
         assert_eq!(oversize.len as usize, line.len() - 6);
@@ -816,10 +1139,398 @@ mod tests {
             format!("{{\"id\":\"{pad}{pad}{pad}\",\"method\":1}}\n"),
         ] {
             let out = read_all(line.as_bytes(), 40);
-            let Err(oversize) = &out[0] else {
-                panic!("not too long")
-            };
+            let Err(oversize) = &out[0] else { panic!("not too long") };
             assert_eq!(oversize.id, None, "{line}");
         }
+    }
+
+    /// What serde_json makes of a line: `Err` if it refuses it, `None` for a valid value that
+    /// is not an object, and an object's members in order (keys decoded). Keys are decoded
+    /// into `String`, so a top-level key with an unpaired surrogate is refused, as `parse` does.
+    fn serde_view(text: &str) -> Result<Option<Vec<(String, String)>>, ()> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Vec<(String, String)>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value::<&serde_json::value::RawValue>()?;
+                    members.push((key, value.get().to_owned()));
+                }
+                Ok(members)
+            }
+        }
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|_| ())?;
+        if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+            return Ok(None);
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        let members = serde::Deserializer::deserialize_map(&mut de, Members).map_err(|_| ())?;
+        de.end().map_err(|_| ())?;
+        Ok(Some(members))
+    }
+
+    /// Asserts that both ways of checking `text` (screened and escape by escape) agree with
+    /// serde_json: the same verdict, the same kind of value, the same members; and that
+    /// `Raw::parse` agrees with `serde_json::from_str::<&RawValue>`. Returns the verdict.
+    #[track_caller]
+    fn agrees(text: &str) -> bool {
+        let expected = serde_view(text);
+        let plain = json::top(text);
+        let exact = json::top_with::<false>(text);
+        for (how, got) in [("screened", plain), ("exact", exact)] {
+            match (&expected, got) {
+                (Err(()), Err(json::Invalid)) => {}
+                (Ok(None), Ok(json::Top::Array | json::Top::Other)) => {
+                    let array = text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('[');
+                    let got_array = matches!(json::top(text), Ok(json::Top::Array));
+                    assert_eq!(got_array, array, "{how}: array or not: {text:?}");
+                }
+                (Ok(Some(members)), Ok(json::Top::Object(fields))) => {
+                    let mut duplicate = None;
+                    for (idx, (key, _)) in members.iter().enumerate() {
+                        if members[..idx].iter().any(|(other, _)| other == key) {
+                            duplicate = duplicate.or(json::name_of(key.as_bytes()));
+                        }
+                    }
+                    assert_eq!(fields.duplicate, duplicate, "{how}: duplicate in {text:?}");
+                    let last = |name: &str| {
+                        members
+                            .iter()
+                            .rev()
+                            .find(|(key, _)| key == name)
+                            .map(|(_, value)| value.as_str())
+                    };
+                    let got = [
+                        fields.jsonrpc,
+                        fields.id,
+                        fields.method,
+                        fields.params,
+                        fields.result,
+                        fields.error,
+                    ];
+                    for (name, got) in ["jsonrpc", "id", "method", "params", "result", "error"]
+                        .into_iter()
+                        .zip(got)
+                    {
+                        assert_eq!(
+                            got.map(|raw| raw.get()),
+                            last(name),
+                            "{how}: member {name} of {text:?}"
+                        );
+                    }
+                }
+                (expected, got) => panic!(
+                    "{how}: serde_json says {expected:?}, we say {:?}: {text:?}",
+                    got.map(|top| match top {
+                        json::Top::Object(_) => "object",
+                        json::Top::Array => "array",
+                        json::Top::Other => "other",
+                    })
+                    .map_err(|_| "invalid")
+                ),
+            }
+        }
+        let raw =
+            serde_json::from_str::<&serde_json::value::RawValue>(text).ok().map(|raw| raw.get());
+        assert_eq!(Raw::parse(text).map(|raw| raw.get()), raw, "Raw::parse of {text:?}");
+        expected.is_ok()
+    }
+
+    #[track_caller]
+    fn valid(text: &str) {
+        assert!(agrees(text), "refused: {text:?}");
+    }
+
+    #[track_caller]
+    fn invalid(text: &str) {
+        assert!(!agrees(text), "accepted: {text:?}");
+    }
+
+    #[test]
+    fn json_strings() {
+        valid(r#"{"a":"x\""}"#);
+        invalid(r#"{"a":"x\"}"#);
+        valid(r#"{"a":"x\\"}"#);
+        invalid(r#"{"a":"x\\\"}"#);
+        valid(r#"{"a":"x\\\""}"#);
+        valid(r#"{"a":"\\\\\\\"\\"}"#);
+        valid(r#"{"a":"\"\"\"","b":"\\"}"#);
+        valid(r#"{"a":"\/\b\f\n\r\t"}"#);
+        invalid(r#"{"a":"\x"}"#);
+        invalid(r#"{"a":"\'"}"#);
+        invalid(r#"{"a":"\"#);
+        invalid(r#"{"a":"abc"#);
+        invalid("{\"a\":\"x\ty\"}");
+        invalid("{\"a\":\"x\ny\"}");
+        invalid("{\"a\":\"\u{0}\"}");
+        invalid("{\"a\":\"\u{1f}\"}");
+        valid("{\"a\":\"\u{7f}\u{a0}\u{2028}é🦀\"}");
+        valid("{\"a\":\"\\t\",\t\"b\":\"tab before\"}");
+        invalid("{\"a\":\"\\u12\"}");
+        invalid("{\"a\":\"\\u12G4\"}");
+        invalid("{\"a\":\"\\U1234\"}");
+        valid("{\"a\":\"\\uABCD\\uabcd\\u0000\"}");
+        // Unpaired surrogates are valid JSON text in values and nested keys...
+        valid(r#"{"a":"\ud800","b":"\udc00x","c":"\ud800\u0041"}"#);
+        valid(r#"{"a":{"\ud800":1},"b":["\udfff"]}"#);
+        valid(r#"{"\ud83d\ude00":1,"a":"\ud83d\ude00"}"#);
+        // ...but serde_json refuses them in the keys it decodes, and so do we at the top level.
+        invalid(r#"{"\ud800":1}"#);
+        invalid(r#"{"\udc00":1}"#);
+        invalid(r#"{"i\ud800d":1,"method":"m"}"#);
+        invalid(r#"{"\ud800\u0041":1}"#);
+        invalid(r#"{"\ud800\n":1}"#);
+        valid(r#"["\ud800",{"\ud800":1}]"#);
+        // Escaped keys are the keys they spell.
+        valid(r#"{"\u0069d":1,"\u006d\u0065thod":"m","para\u006ds":{},"\"id\"":2,"i\\d":3}"#);
+    }
+
+    #[test]
+    fn json_grammar() {
+        for number in
+            ["0", "-0", "1e5", "1.5E-3", "-0.0E+00", "1E400", "12345678901234567890123", "0e0"]
+        {
+            valid(&format!("{{\"n\":{number}}}"));
+            valid(&format!("[{number}]"));
+            valid(number);
+        }
+        for number in [
+            "01", "-01", "1.", ".5", "+1", "1e", "1e+", "-", "1.e3", "0x1", "--1", "1ee2",
+            "Infinity", "NaN",
+        ] {
+            invalid(&format!("{{\"n\":{number}}}"));
+            invalid(&format!("[{number}]"));
+            invalid(number);
+        }
+        for literal in ["true", "false", "null"] {
+            valid(&format!("{{\"v\":{literal}}}"));
+        }
+        for literal in ["tru", "nul", "True", "nulll", "fals"] {
+            invalid(&format!("{{\"v\":{literal}}}"));
+        }
+        invalid(r#"{"a":1,}"#);
+        invalid(r#"[1,]"#);
+        invalid(r#"{"a":[1,2,]}"#);
+        invalid(r#"[,1]"#);
+        invalid(r#"{,}"#);
+        invalid(r#"{"a" 1}"#);
+        invalid(r#"{"a":}"#);
+        invalid(r#"{a:1}"#);
+        invalid(r#"{"a":1 "b":2}"#);
+        invalid(r#"{"a":1}}"#);
+        invalid(r#"{"a":1} x"#);
+        invalid(r#"{"a":1}{}"#);
+        invalid(r#"[}"#);
+        invalid(r#"{]"#);
+        invalid(r#"{"a":[}]}"#);
+        invalid(r#"{"a":{]}"#);
+        invalid("");
+        invalid("   ");
+        valid(r#"{"a":[[],{},[{}],{"b":[]},[[[]]]],"c":{}}"#);
+        valid("{}");
+        valid("[]");
+        valid("\"s\"");
+        valid(" \t\r\n{ \t\"a\" \n: \r[ 1 , { } ,[ ] ] , \"b\"\t:\tnull ,\"c\" : \"\" } \r\n");
+        invalid("\u{c}{\"a\":1}");
+        invalid("{\"a\":1}\u{c}");
+        invalid("\u{a0}{\"a\":1}");
+        invalid("{\"a\":\u{a0}1}");
+        // No depth limit, as serde_json's skipping has none; nothing recurses.
+        let depth = 100_000;
+        valid(&format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth)));
+        valid(&format!("[{}1{}]", "{\"a\":[".repeat(depth), "]}".repeat(depth)));
+        invalid(&format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth - 1)));
+        invalid(&format!("[{}1{}]", "{\"a\":[".repeat(depth), "}]".repeat(depth)));
+    }
+
+    /// A small deterministic generator (xorshift), so the property test needs no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    /// Appends a random JSON value, valid by construction; `depth` bounds the nesting.
+    fn gen_value(rng: &mut Rng, out: &mut String, depth: usize) {
+        let pad = |rng: &mut Rng, out: &mut String| {
+            if rng.below(4) == 0 {
+                out.push_str(rng.pick(&[" ", "\t", "\r\n", "  ", "\n"]));
+            }
+        };
+        pad(rng, out);
+        match rng.below(if depth == 0 { 4 } else { 6 }) {
+            0 => gen_string(rng, out),
+            1 => out.push_str(rng.pick(&[
+                "0",
+                "-0",
+                "7",
+                "-12",
+                "1.5",
+                "1e5",
+                "1.5E-3",
+                "-0.0e+1",
+                "123456789012345678901234567890",
+            ])),
+            2 => out.push_str(rng.pick(&["true", "false", "null"])),
+            3 => gen_string(rng, out),
+            4 => {
+                out.push('[');
+                for idx in 0..rng.below(4) {
+                    if idx > 0 {
+                        out.push(',');
+                    }
+                    gen_value(rng, out, depth - 1);
+                }
+                pad(rng, out);
+                out.push(']');
+            }
+            _ => {
+                out.push('{');
+                for idx in 0..rng.below(4) {
+                    if idx > 0 {
+                        out.push(',');
+                    }
+                    pad(rng, out);
+                    gen_key(rng, out);
+                    pad(rng, out);
+                    out.push(':');
+                    gen_value(rng, out, depth - 1);
+                }
+                pad(rng, out);
+                out.push('}');
+            }
+        }
+        pad(rng, out);
+    }
+
+    fn gen_key(rng: &mut Rng, out: &mut String) {
+        match rng.below(3) {
+            0 => gen_string(rng, out),
+            _ => out.push_str(rng.pick(&[
+                r#""id""#,
+                r#""\u0069d""#,
+                r#""method""#,
+                r#""m\u0065thod""#,
+                r#""jsonrpc""#,
+                r#""params""#,
+                r#""result""#,
+                r#""error""#,
+                r#""i\ud800d""#,
+                r#""\ud83d\ude00""#,
+                r#""ids""#,
+                r#""""#,
+            ])),
+        }
+    }
+
+    fn gen_string(rng: &mut Rng, out: &mut String) {
+        out.push('"');
+        for _ in 0..rng.below(12) {
+            out.push_str(rng.pick(&[
+                "a",
+                "xyz",
+                " ",
+                "é",
+                "🦀",
+                "\\\"",
+                "\\\\",
+                "\\/",
+                "\\b",
+                "\\f",
+                "\\n",
+                "\\r",
+                "\\t",
+                "\\u0041",
+                "\\ud800",
+                "\\udc00",
+                "\\ud83d\\ude00",
+                "\\uFFFF",
+                "\\\\\\\"",
+                "'",
+                "{",
+                "]",
+                ":",
+                ",",
+            ]));
+        }
+        if rng.below(8) == 0 {
+            // A long run, so the screen's chunked loop runs too.
+            out.push_str(&"code \\\"with\\\" escapes\\n\\t".repeat(1 + rng.below(8)));
+        }
+        out.push('"');
+    }
+
+    /// Breaks a valid text in a random place, the way a fuzzer would.
+    fn mutate(rng: &mut Rng, text: &str) -> String {
+        const BYTES: &[u8] = b"{}[]\",:\\ utfnlrsae0123456789-+.eE\t\n\r\x00\x1f\x0cx/";
+        let mut bytes = text.as_bytes().to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(bytes.len() + 1);
+            let byte = BYTES[rng.below(BYTES.len())];
+            match rng.below(3) {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, byte),
+            }
+        }
+        // Keep it UTF-8: `parse` checks UTF-8 before anything else.
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The property: for any text, our checker and serde_json agree (see `agrees`).
+    #[test]
+    fn json_agrees_with_serde_json() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut n_valid, mut n_invalid) = (0, 0);
+        for _ in 0..60_000 {
+            let mut text = String::new();
+            if rng.below(3) > 0 {
+                // Shaped like a message, so the top-level members are exercised.
+                text.push('{');
+                for idx in 0..rng.below(6) {
+                    if idx > 0 {
+                        text.push(',');
+                    }
+                    gen_key(&mut rng, &mut text);
+                    text.push(':');
+                    gen_value(&mut rng, &mut text, 3);
+                }
+                text.push('}');
+            } else {
+                gen_value(&mut rng, &mut text, 4);
+            }
+            if rng.below(2) == 0 {
+                text = mutate(&mut rng, &text);
+            }
+            if agrees(&text) {
+                n_valid += 1;
+            } else {
+                n_invalid += 1;
+            }
+        }
+        // Both verdicts are well represented, or the property proves little.
+        assert!(n_valid > 20_000 && n_invalid > 10_000, "{n_valid} valid, {n_invalid} invalid");
     }
 }

@@ -14,23 +14,28 @@
 //!   to a short list of recent cancellations, so a late answer to it is still recognised while
 //!   a server that never answers a cancelled request costs no memory.
 //!
-//! - `settings`: the settings file's contents, replaced whole by a reload (main thread) and
-//!   cloned (an `Arc`) by each message, so a message sees one version from start to end.
+//! - `settings`: the settings file's contents, replaced whole by a reload (main thread). Each
+//!   relay thread keeps its own `Arc` of them ([`SettingsCache`]) and takes the lock again only
+//!   when `generation` says a reload happened, so a message costs one atomic load here and sees
+//!   one version from start to end.
 //! - `session`: the key an allowed `initialize` established; written by the inbound thread,
 //!   read by it for later requests.
 //!
 //! Invariant: never hold two of these locks at once.
 
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::auth::Identity;
 use crate::config::{Config, Settings};
 use crate::ledger::Ledger;
 use crate::pin::Pins;
-use crate::ward::Quarantine;
 use crate::throttle::Throttle;
+use crate::ward::Quarantine;
 
 /// One end of the relay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +71,8 @@ pub type Writer = Box<dyn Write + Send>;
 pub struct Gate {
     pub config: Config,
     settings: RwLock<Arc<Settings>>,
+    /// Bumped after each replacement of `settings`.
+    generation: AtomicU64,
     session: Mutex<Option<[u8; 32]>>,
     anonymous: Arc<Identity>,
     pub throttle: Throttle,
@@ -82,15 +89,55 @@ pub struct Gate {
 /// What the gateway remembers of a request until it is answered.
 #[derive(Clone, Debug)]
 pub struct Open {
-    pub method: Box<str>,
+    /// Borrowed from [`METHODS`] for the methods MCP defines, so a request allocates nothing.
+    pub method: Cow<'static, str>,
     /// Who sent it (client requests, when an identity was resolved).
     pub identity: Option<Arc<Identity>>,
 }
 
-/// Requests sent by one side.
+impl Open {
+    pub fn new(method: &str, identity: Option<Arc<Identity>>) -> Open {
+        let method = match METHODS.iter().find(|known| **known == method) {
+            Some(known) => Cow::Borrowed(*known),
+            None => Cow::Owned(method.to_owned()),
+        };
+        Open { method, identity }
+    }
+}
+
+/// The request methods MCP defines (2025-06-18), both directions.
+const METHODS: &[&str] = &[
+    "tools/call",
+    "tools/list",
+    "ping",
+    "initialize",
+    "resources/read",
+    "resources/list",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/get",
+    "prompts/list",
+    "completion/complete",
+    "logging/setLevel",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+];
+
+/// A relay thread's own reference to the settings in force, refreshed from the gate when a
+/// reload has replaced them since ([`Gate::settings_now`]).
+pub struct SettingsCache {
+    generation: u64,
+    settings: Arc<Settings>,
+}
+
+/// Requests sent by one side, by id key ([`frame::id_key`](crate::frame::id_key)). Integer ids,
+/// what most peers use, are kept as integers, so tracking a request allocates nothing.
 #[derive(Default)]
 struct Requests {
-    open: HashMap<String, Open>,
+    ints: HashMap<i64, Open>,
+    strings: HashMap<String, Open>,
     /// The most recent cancellations, oldest first, at most `MAX_CANCELLED`.
     cancelled: VecDeque<String>,
 }
@@ -114,6 +161,7 @@ impl Gate {
         Gate {
             config,
             settings: RwLock::new(Arc::new(settings)),
+            generation: AtomicU64::new(0),
             session: Mutex::new(None),
             anonymous: Arc::new(Identity::anonymous()),
             throttle: Throttle::new(),
@@ -141,10 +189,7 @@ impl Gate {
     pub fn send(&self, to: Side, line: &[u8]) -> io::Result<()> {
         let mut writer = lock(&self.writers[to.index()]);
         let Some(out) = writer.as_mut() else {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "closed by mcpdome",
-            ));
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "closed by mcpdome"));
         };
         let res = if line.ends_with(b"\n") {
             out.write_all(line)
@@ -169,7 +214,25 @@ impl Gate {
 
     /// Replaces the settings; messages already in the chain finish under the old ones.
     pub fn replace_settings(&self, settings: Settings) {
-        *self.settings.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(settings);
+        *self.settings.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Arc::new(settings);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// A cache of the settings in force now, for [`Gate::settings_now`].
+    pub fn settings_cache(&self) -> SettingsCache {
+        let generation = self.generation.load(Ordering::Acquire);
+        SettingsCache { generation, settings: self.settings() }
+    }
+
+    /// The settings in force now, from `cache` unless a reload replaced them since it was
+    /// filled. A reload that lands while this runs is seen by the next message.
+    pub fn settings_now<'c>(&self, cache: &'c mut SettingsCache) -> &'c Settings {
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation != cache.generation {
+            *cache = SettingsCache { generation, settings: self.settings() };
+        }
+        &cache.settings
     }
 
     /// The SHA-256 of the key `initialize` established for the session, if any. The identity is
@@ -189,17 +252,26 @@ impl Gate {
     /// Records a request sent by `from`; false if that id is already open in that direction.
     pub fn open_request(&self, from: Side, id: &str, open: Open) -> bool {
         let mut requests = lock(&self.requests[from.index()]);
-        if requests.open.contains_key(id) {
-            return false;
+        match int_id(id) {
+            Some(n) => match requests.ints.entry(n) {
+                Entry::Occupied(_) => false,
+                Entry::Vacant(slot) => {
+                    slot.insert(open);
+                    true
+                }
+            },
+            None if requests.strings.contains_key(id) => false,
+            None => {
+                requests.strings.insert(id.to_owned(), open);
+                true
+            }
         }
-        requests.open.insert(id.to_owned(), open);
-        true
     }
 
     /// Closes a request sent by `from` because its answer arrived (or will never be delivered).
     pub fn close_request(&self, from: Side, id: &str) -> Closed {
         let mut requests = lock(&self.requests[from.index()]);
-        if let Some(open) = requests.open.remove(id) {
+        if let Some(open) = requests.remove(id) {
             return Closed::Open(open);
         }
         match requests.cancelled.iter().position(|it| it == id) {
@@ -214,27 +286,129 @@ impl Gate {
     /// Marks a request sent by `from` as cancelled by its sender; false if it was not open.
     pub fn cancel_request(&self, from: Side, id: &str) -> bool {
         let mut requests = lock(&self.requests[from.index()]);
-        let Some((id, _)) = requests.open.remove_entry(id) else {
+        if requests.remove(id).is_none() {
             return false;
-        };
+        }
         if requests.cancelled.len() == MAX_CANCELLED {
             requests.cancelled.pop_front();
         }
-        requests.cancelled.push_back(id);
+        requests.cancelled.push_back(id.to_owned());
         true
     }
 
     /// Takes every open request sent by `from`, so the caller can answer each one.
     pub fn drain_requests(&self, from: Side) -> Vec<String> {
-        lock(&self.requests[from.index()]).open.drain().map(|(id, _)| id).collect()
+        let mut requests = lock(&self.requests[from.index()]);
+        let mut ids: Vec<String> = requests.ints.drain().map(|(n, _)| n.to_string()).collect();
+        ids.extend(requests.strings.drain().map(|(id, _)| id));
+        ids
     }
+}
+
+impl Requests {
+    fn remove(&mut self, id: &str) -> Option<Open> {
+        match int_id(id) {
+            Some(n) => self.ints.remove(&n),
+            None => self.strings.remove(id),
+        }
+    }
+}
+
+/// The integer an id key stands for, if it is written as `i64::to_string` would write it (what
+/// `frame::id_key` gives for integer ids), so that each integer has one key and each key at most
+/// one integer: `+5`, `05` and `-0` are left as text.
+fn int_id(id: &str) -> Option<i64> {
+    let canonical = match id.strip_prefix('-').unwrap_or(id).as_bytes() {
+        [b'0'] => !id.starts_with('-'),
+        [b'1'..=b'9', ..] => true,
+        _ => false,
+    };
+    if !canonical {
+        return None;
+    }
+    id.parse().ok()
 }
 
 /// A poisoned lock means a thread panicked, and a panic aborts the process (`panic = "abort"`),
 /// so poisoning is only possible in tests; the data is still consistent (every critical section
 /// is one map operation or one write).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn gate() -> Gate {
+        let config = Config {
+            max_message_bytes: 1024,
+            shutdown_grace: Duration::ZERO,
+            config_file: None,
+            enable_ward: false,
+            enable_schema_pin: false,
+            enable_rate_limit: false,
+            env_token: None,
+        };
+        let settings = Settings::transparent(Default::default());
+        Gate::new(config, settings, Box::new(io::sink()), Box::new(io::sink()))
+    }
+
+    #[test]
+    fn request_ids() {
+        let gate = gate();
+        let open = |id: &str| gate.open_request(Side::Client, id, Open::new("tools/call", None));
+        for id in
+            ["7", "\"7\"", "-3", "0", "9223372036854775807", "-9223372036854775808", "\"a\\\"b\""]
+        {
+            assert!(open(id), "{id}");
+            assert!(!open(id), "{id} opened twice");
+        }
+        // Integers and strings never share a key, whatever the spelling.
+        assert!(matches!(gate.close_request(Side::Client, "\"-3\""), Closed::Unknown));
+        assert!(matches!(gate.close_request(Side::Upstream, "7"), Closed::Unknown));
+        assert!(
+            matches!(gate.close_request(Side::Client, "-3"), Closed::Open(open) if open.method == "tools/call")
+        );
+        assert!(matches!(gate.close_request(Side::Client, "-3"), Closed::Unknown));
+        assert!(gate.cancel_request(Side::Client, "7"));
+        assert!(!gate.cancel_request(Side::Client, "7"));
+        assert!(matches!(gate.close_request(Side::Client, "7"), Closed::Cancelled));
+        let mut left = gate.drain_requests(Side::Client);
+        left.sort();
+        assert_eq!(
+            left,
+            ["\"7\"", "\"a\\\"b\"", "-9223372036854775808", "0", "9223372036854775807"]
+        );
+        assert!(gate.drain_requests(Side::Client).is_empty());
+    }
+
+    #[test]
+    fn int_ids_are_canonical() {
+        assert_eq!(int_id("12"), Some(12));
+        assert_eq!(int_id("-12"), Some(-12));
+        assert_eq!(int_id("0"), Some(0));
+        for text in ["+12", "012", "-0", "-", "", "1e3", "\"12\"", "99999999999999999999"] {
+            assert_eq!(int_id(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn known_methods_are_borrowed() {
+        assert!(matches!(Open::new("tools/call", None).method, Cow::Borrowed("tools/call")));
+        assert!(matches!(Open::new("x/custom", None).method, Cow::Owned(_)));
+    }
+
+    #[test]
+    fn settings_follow_a_reload() {
+        let gate = gate();
+        let mut cache = gate.settings_cache();
+        assert!(!gate.settings_now(&mut cache).from_file);
+        let mut settings = Settings::transparent(Default::default());
+        settings.from_file = true;
+        gate.replace_settings(settings);
+        assert!(gate.settings_now(&mut cache).from_file);
+    }
 }

@@ -414,7 +414,7 @@ pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         return Ok(());
     }
     let method = ctx.msg.method();
-    let settings = std::sync::Arc::clone(&ctx.settings);
+    let settings = ctx.settings;
     let Some(policy) = &settings.policy else { return Ok(()) };
     if HOUSEKEEPING.contains(&method) || ctx.msg.kind == Kind::Notification && method.starts_with("notifications/") {
         return Ok(());
@@ -475,7 +475,7 @@ pub fn filter_tools(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     if &*request.method != "tools/list" {
         return Ok(());
     }
-    let settings = std::sync::Arc::clone(&ctx.settings);
+    let settings = ctx.settings;
     let Some(policy) = &settings.policy else { return Ok(()) };
     let anonymous = Identity::anonymous();
     let identity = request.identity.clone();

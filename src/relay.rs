@@ -24,8 +24,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::chain::{self, Check, Ctx, Deny, AUDIT_FAILED, UPSTREAM_GONE};
+use crate::config::{self, Settings};
 use crate::frame::{self, Kind, LineReader, Read, INVALID_REQUEST};
-use crate::config;
 use crate::gate::{Closed, Gate, Open, Side};
 use crate::ledger;
 use crate::signal::{self, Signals};
@@ -65,20 +65,12 @@ pub fn run(
     let (events, inbox) = mpsc::channel();
     let tx = events.clone();
     thread::spawn(move || {
-        let event = pump(
-            gate,
-            Side::Client,
-            BufReader::with_capacity(READ_BUFFER, client_in),
-        );
+        let event = pump(gate, Side::Client, BufReader::with_capacity(READ_BUFFER, client_in));
         let _ = tx.send(event);
     });
     let tx = events.clone();
     thread::spawn(move || {
-        let event = pump(
-            gate,
-            Side::Upstream,
-            BufReader::with_capacity(READ_BUFFER, upstream_out),
-        );
+        let event = pump(gate, Side::Upstream, BufReader::with_capacity(READ_BUFFER, upstream_out));
         let _ = tx.send(event);
     });
     thread::spawn(move || loop {
@@ -133,10 +125,7 @@ pub fn run(
     };
     let open = gate.drain_requests(Side::Client);
     if !open.is_empty() {
-        warn!(
-            "{why}; answering {} open request(s) with an error",
-            open.len()
-        );
+        warn!("{why}; answering {} open request(s) with an error", open.len());
     }
     for id in open {
         let line = chain::error_line(Some(&id), UPSTREAM_GONE, &format!("{why} before answering"));
@@ -146,7 +135,12 @@ pub fn run(
     }
     if let Some(ledger) = &gate.ledger {
         let detail = serde_json::json!({ "cause": format!("{cause:?}"), "upstream": upstream::describe(status) });
-        let record = ledger::Record { event: "stop", reason: Some(&why), detail: Some(&detail), ..ledger::Record::default() };
+        let record = ledger::Record {
+            event: "stop",
+            reason: Some(&why),
+            detail: Some(&detail),
+            ..ledger::Record::default()
+        };
         if let Err(err) = ledger.append(&record) {
             error!("audit log: {err}");
         }
@@ -164,6 +158,7 @@ pub fn pump(gate: &Gate, from: Side, input: impl BufRead) -> Event {
         Side::Upstream => chain::OUTBOUND,
     };
     let mut reader = LineReader::new(input, gate.config.max_message_bytes);
+    let mut settings = gate.settings_cache();
     let mut n_line: u64 = 0;
     loop {
         let read = match reader.read_line() {
@@ -176,7 +171,10 @@ pub fn pump(gate: &Gate, from: Side, input: impl BufRead) -> Event {
         };
         n_line += 1;
         let res = match read {
-            Read::Line(line) => relay_line(gate, checks, from, n_line, line),
+            Read::Line(line) => {
+                let settings = gate.settings_now(&mut settings);
+                relay_line(gate, checks, Line { from, n: n_line }, line, settings)
+            }
             Read::TooLong(oversize) => {
                 let error = frame::FrameError::TooLong {
                     len: oversize.len,
@@ -189,13 +187,7 @@ pub fn pump(gate: &Gate, from: Side, input: impl BufRead) -> Event {
                 refuse(
                     gate,
                     line,
-                    Refusal {
-                        shape,
-                        id,
-                        code: error.code(),
-                        reason: &reason,
-                        answer_null: false,
-                    },
+                    Refusal { shape, id, code: error.code(), reason: &reason, answer_null: false },
                 )
             }
         };
@@ -216,8 +208,14 @@ struct Line {
     n: u64,
 }
 
-fn relay_line(gate: &Gate, checks: &[Check], from: Side, n: u64, bytes: &[u8]) -> Result<(), ClientGone> {
-    let line = Line { from, n };
+fn relay_line(
+    gate: &Gate,
+    checks: &[Check],
+    line: Line,
+    bytes: &[u8],
+    settings: &Settings,
+) -> Result<(), ClientGone> {
+    let Line { from, n } = line;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         debug!("{} line {n}: blank; skipped", from.name());
         return Ok(());
@@ -229,7 +227,11 @@ fn relay_line(gate: &Gate, checks: &[Check], from: Side, n: u64, bytes: &[u8]) -
             let shape = shape(rejected.has_method, id.is_some());
             let (code, reason) = (rejected.error.code(), rejected.error.to_string());
             let id = id.as_deref();
-            return refuse(gate, line, Refusal { shape, id, code, reason: &reason, answer_null: true });
+            return refuse(
+                gate,
+                line,
+                Refusal { shape, id, code, reason: &reason, answer_null: true },
+            );
         }
     };
     let id = msg.id.map(frame::id_key);
@@ -239,15 +241,21 @@ fn relay_line(gate: &Gate, checks: &[Check], from: Side, n: u64, bytes: &[u8]) -
     if let (Kind::Response, Some(id)) = (msg.kind, id.as_deref()) {
         match gate.close_request(from.other(), id) {
             Closed::Open(open) => request = Some(open),
-            Closed::Cancelled => debug!("{} line {n}: late response to cancelled request {id}", from.name()),
+            Closed::Cancelled => {
+                debug!("{} line {n}: late response to cancelled request {id}", from.name())
+            }
             Closed::Unknown => {
-                warn!("{} line {n}: response to id {id}, which no open request has; dropped", from.name());
+                warn!(
+                    "{} line {n}: response to id {id}, which no open request has; dropped",
+                    from.name()
+                );
                 return Ok(());
             }
         }
     }
-    let mut ctx = Ctx::new(from, &msg, gate.settings(), request);
-    let verdict = chain::run(checks, gate, &mut ctx).and_then(|()| audit_allowed(gate, &ctx, id.as_deref()));
+    let mut ctx = Ctx::new(from, &msg, settings, request);
+    let verdict =
+        chain::run(checks, gate, &mut ctx).and_then(|()| audit_allowed(gate, &ctx, id.as_deref()));
     if let Err(deny) = verdict {
         audit_denied(gate, &ctx, id.as_deref(), &deny);
         let shape = match msg.kind {
@@ -259,10 +267,16 @@ fn relay_line(gate: &Gate, checks: &[Check], from: Side, n: u64, bytes: &[u8]) -
     }
     match (msg.kind, id.as_deref()) {
         (Kind::Request, Some(id)) => {
-            let open = Open { method: msg.method().into(), identity: ctx.identity.clone() };
+            let open = Open::new(msg.method(), ctx.identity.clone());
             if !gate.open_request(from, id, open) {
                 let reason = format!("request id {id} is already in use by an unanswered request");
-                let refusal = Refusal { shape: Shape::Request, id: Some(id), code: INVALID_REQUEST, reason: &reason, answer_null: false };
+                let refusal = Refusal {
+                    shape: Shape::Request,
+                    id: Some(id),
+                    code: INVALID_REQUEST,
+                    reason: &reason,
+                    answer_null: false,
+                };
                 return refuse(gate, line, refusal);
             }
             if let Some(digest) = ctx.session_key {
@@ -276,7 +290,10 @@ fn relay_line(gate: &Gate, checks: &[Check], from: Side, n: u64, bytes: &[u8]) -
             match cancelled_request(&msg) {
                 Some(id) if gate.cancel_request(from, &id) => {}
                 _ => {
-                    debug!("{} line {n}: cancellation of a request that is not open; dropped", from.name());
+                    debug!(
+                        "{} line {n}: cancellation of a request that is not open; dropped",
+                        from.name()
+                    );
                     return Ok(());
                 }
             }
@@ -296,7 +313,9 @@ fn relay_line(gate: &Gate, checks: &[Check], from: Side, n: u64, bytes: &[u8]) -
         Err(err) => {
             debug!("client line {n}: not delivered to the upstream: {err}");
             match (msg.kind, id.as_deref()) {
-                (Kind::Request, Some(id)) if matches!(gate.close_request(from, id), Closed::Open(_)) => {
+                (Kind::Request, Some(id))
+                    if matches!(gate.close_request(from, id), Closed::Open(_)) =>
+                {
                     let reason = format!("the upstream server is not accepting messages ({err})");
                     reply(gate, Side::Client, Some(id), &Deny::new(UPSTREAM_GONE, reason))
                 }
@@ -347,7 +366,8 @@ fn audit_denied(gate: &Gate, ctx: &Ctx<'_>, id: Option<&str>, deny: &Deny) {
 }
 
 fn record<'c>(ctx: &'c Ctx<'_>, id: Option<&'c str>, decision: &'static str) -> ledger::Record<'c> {
-    let identity = ctx.identity.as_ref().or(ctx.request.as_ref().and_then(|open| open.identity.as_ref()));
+    let identity =
+        ctx.identity.as_ref().or(ctx.request.as_ref().and_then(|open| open.identity.as_ref()));
     let method = ctx.msg.method.as_deref().or(ctx.request.as_ref().map(|open| &*open.method));
     ledger::Record {
         event: "decision",
@@ -399,18 +419,30 @@ struct Refusal<'a> {
 }
 
 /// Refuses a message a check denied.
-fn refuse_with(gate: &Gate, line: Line, shape: Shape, id: Option<&str>, deny: &Deny) -> Result<(), ClientGone> {
+fn refuse_with(
+    gate: &Gate,
+    line: Line,
+    shape: Shape,
+    id: Option<&str>,
+    deny: &Deny,
+) -> Result<(), ClientGone> {
     let Line { from, n } = line;
     let who = from.name();
     let rule = deny.rule.as_deref().map(|rule| format!(" [{rule}]")).unwrap_or_default();
     match (shape, id) {
         (Shape::Request, Some(id)) => {
-            warn!("{who} line {n}: {}{rule}; answered request {id} with error {}", deny.reason, deny.code);
+            warn!(
+                "{who} line {n}: {}{rule}; answered request {id} with error {}",
+                deny.reason, deny.code
+            );
             reply(gate, from, Some(id), deny)
         }
         (Shape::ClosedResponse, Some(id)) => {
             let other = from.other().name();
-            warn!("{who} line {n}: {}{rule}; answered the {other}'s request {id} with error {}", deny.reason, deny.code);
+            warn!(
+                "{who} line {n}: {}{rule}; answered the {other}'s request {id} with error {}",
+                deny.reason, deny.code
+            );
             reply(gate, from.other(), Some(id), deny)
         }
         _ => {
@@ -447,13 +479,7 @@ fn shape(has_method: bool, has_id: bool) -> Shape {
 /// JSON-RPC prescribes (`answer_null`); everything else is dropped. One log line says which.
 fn refuse(gate: &Gate, line: Line, refusal: Refusal<'_>) -> Result<(), ClientGone> {
     let Line { from, n } = line;
-    let Refusal {
-        shape,
-        id,
-        code,
-        reason,
-        answer_null,
-    } = refusal;
+    let Refusal { shape, id, code, reason, answer_null } = refusal;
     let who = from.name();
     match (shape, id) {
         (Shape::Request, Some(id)) => {

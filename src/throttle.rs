@@ -37,7 +37,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::chain::{Ctx, Deny, RATE_LIMITED};
@@ -345,7 +345,7 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     if ctx.from != Side::Client || ctx.msg.kind != Kind::Request {
         return Ok(());
     }
-    let settings = Arc::clone(&ctx.settings);
+    let settings = ctx.settings;
     let limits = &settings.limits;
     let no_limits = limits.global.is_none() && limits.per_identity.is_none() && limits.per_tool.is_none() && limits.per_identity_tool.is_none();
     if no_limits && settings.budgets.is_empty() {

@@ -19,7 +19,7 @@
 //! definition drifted from its pin is removed from `tools/list` and calls to it are refused.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use serde_json::Value;
 
@@ -108,7 +108,7 @@ impl Quarantine {
 
 /// The chain's entry point, for both directions.
 pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
-    let settings = Arc::clone(&ctx.settings);
+    let settings = ctx.settings;
     let Some(ward) = &settings.ward else { return Ok(()) };
     match (ctx.from, ctx.msg.kind) {
         (Side::Client, Kind::Request | Kind::Notification) => check_request(gate, ward, ctx),
