@@ -35,7 +35,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -575,7 +575,7 @@ fn cpu_ns(pid: u32) -> u64 {
     tasks
         .filter_map(Result::ok)
         .filter_map(|task| {
-            let mut path = PathBuf::from(task.path());
+            let mut path = task.path();
             path.push("schedstat");
             let text = fs::read_to_string(path).ok()?;
             text.split_whitespace().next()?.parse::<u64>().ok()

@@ -63,9 +63,11 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     // Strip every key the message carries, whichever one decides.
     let (init_key, meta_key) = strip_keys(ctx)?;
     let lookup = |token: &Value| -> Result<(Arc<Identity>, [u8; 32]), Deny> {
-        let token = token.as_str().ok_or_else(|| Deny::new(AUTH_FAILED, "the key must be a string"))?;
+        let token =
+            token.as_str().ok_or_else(|| Deny::new(AUTH_FAILED, "the key must be a string"))?;
         let digest = sha256(token.as_bytes());
-        let identity = find_key(&settings.keys, &digest).ok_or_else(|| Deny::new(AUTH_FAILED, "unknown key"))?;
+        let identity = find_key(&settings.keys, &digest)
+            .ok_or_else(|| Deny::new(AUTH_FAILED, "unknown key"))?;
         Ok((identity, digest))
     };
     let (identity, session_key) = if let Some(token) = &gate.config.env_token {
@@ -88,12 +90,16 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     } else if let Some(digest) = gate.session_key() {
         // The session's key is looked up again in the settings in force, so a reload that
         // changes its labels or removes it applies to open sessions too.
-        let identity = find_key(&settings.keys, &digest)
-            .ok_or_else(|| Deny::new(AUTH_FAILED, "the key this session started with is no longer configured"))?;
+        let identity = find_key(&settings.keys, &digest).ok_or_else(|| {
+            Deny::new(AUTH_FAILED, "the key this session started with is no longer configured")
+        })?;
         (identity, None)
     } else {
         if !settings.allow_anonymous {
-            return Err(Deny::new(AUTH_FAILED, "a key is required ([sentinel] allow_anonymous = false)"));
+            return Err(Deny::new(
+                AUTH_FAILED,
+                "a key is required ([sentinel] allow_anonymous = false)",
+            ));
         }
         (gate.anonymous(), None)
     };
@@ -112,7 +118,8 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
 fn strip_keys(ctx: &mut Ctx<'_>) -> Result<(Option<Value>, Option<Value>), Deny> {
     let action = ctx.action()?;
     // `_meta` is small; anything that could spell the field, escaped or not, is looked at.
-    let meta_may_carry = action.meta.is_some_and(|meta| meta.get().contains("mcpdome") || meta.get().contains('\\'));
+    let meta_may_carry =
+        action.meta.is_some_and(|meta| meta.get().contains("mcpdome") || meta.get().contains('\\'));
     if !action.has_key_field && !meta_may_carry {
         return Ok((None, None));
     }
@@ -194,7 +201,10 @@ mod tests {
     #[test]
     fn hex_round_trip() {
         let digest = sha256(b"abc");
-        assert_eq!(hex(&digest), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex(&digest),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(parse_sha256_hex(&hex(&digest)), Some(digest));
         assert_eq!(parse_sha256_hex("zz"), None);
         assert_eq!(parse_sha256_hex(&"g".repeat(64)), None);
@@ -202,8 +212,15 @@ mod tests {
 
     #[test]
     fn keys() {
-        let identity = Arc::new(Identity { principal: "psk:ci".to_owned(), labels: vec!["role:ci".to_owned()] });
-        let keys = vec![Key { key_id: "ci".to_owned(), secret_sha256: sha256(b"s3cret"), identity: identity.clone() }];
+        let identity = Arc::new(Identity {
+            principal: "psk:ci".to_owned(),
+            labels: vec!["role:ci".to_owned()],
+        });
+        let keys = vec![Key {
+            key_id: "ci".to_owned(),
+            secret_sha256: sha256(b"s3cret"),
+            identity: identity.clone(),
+        }];
         assert_eq!(find_key(&keys, &sha256(b"s3cret")), Some(identity));
         assert_eq!(find_key(&keys, &sha256(b"s3cre")), None);
         assert_eq!(find_key(&keys, &sha256(b"")), None);

@@ -38,7 +38,9 @@ pub const INBOUND: &[Check] =
 
 /// Checks on upstream → client messages: the tools an identity may see (policy), pins, and what
 /// results and definitions carry (ward).
-pub const OUTBOUND: &[Check] = &[policy::filter_tools, ward::check_pins, ward::check];
+/// The ward runs before the pins, so a poisoned definition is removed before trust on first use
+/// could pin it.
+pub const OUTBOUND: &[Check] = &[policy::filter_tools, ward::check, ward::check_pins];
 
 // JSON-RPC error codes of refusals. -32000 to -32019 are ours (JSON-RPC's implementation range,
 // minus -32001 (a timeout in the TypeScript SDK), -32002 (MCP's resource-not-found) and
@@ -103,6 +105,8 @@ pub struct Ctx<'a> {
     pub changed: bool,
     /// Whether a check found something worth a ledger line even though the message passes.
     pub flagged: bool,
+    /// What a check found, for the ledger's `detail` (findings with excerpts, old and new pins).
+    pub detail: Option<Value>,
     action: OnceCell<Result<ActionParams<'a>, Deny>>,
     params: Option<Option<Value>>,
     result: Option<Option<Value>>,
@@ -138,6 +142,7 @@ impl<'a> Ctx<'a> {
             tool: None,
             changed: false,
             flagged: false,
+            detail: None,
             action: OnceCell::new(),
             params: None,
             result: None,

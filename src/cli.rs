@@ -378,14 +378,18 @@ fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
                         let mut keep = None;
                         while let Some(arg) = parser.next()? {
                             match arg {
-                                Short('h') | Long("help") => return Ok(Command::Help(Some("demo".to_owned()))),
+                                Short('h') | Long("help") => {
+                                    return Ok(Command::Help(Some("demo".to_owned())))
+                                }
                                 Long("keep") => keep = Some(parser.value()?.into()),
                                 _ => return Err(arg.unexpected().into()),
                             }
                         }
                         Ok(Command::Demo(keep))
                     }
-                    Some("demo-server") => Ok(Command::DemoServer(one_path(&mut parser, "demo-server", "DIR")?)),
+                    Some("demo-server") => {
+                        Ok(Command::DemoServer(one_path(&mut parser, "demo-server", "DIR")?))
+                    }
                     Some("wrap") => parse_wrap(&mut parser),
                     Some("audit") => parse_audit(&mut parser),
                     Some("validate") => {
@@ -397,7 +401,9 @@ fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
                         let mut key_id = None;
                         while let Some(arg) = parser.next()? {
                             match arg {
-                                Short('h') | Long("help") => return Ok(Command::Help(Some("keygen".to_owned()))),
+                                Short('h') | Long("help") => {
+                                    return Ok(Command::Help(Some("keygen".to_owned())))
+                                }
                                 Value(id) if key_id.is_none() => key_id = Some(id.string()?),
                                 _ => return Err(arg.unexpected().into()),
                             }
@@ -406,12 +412,16 @@ fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
                     }
                     Some("verify-log") => parse_verify_log(&mut parser),
                     Some("pins") => parse_pins(&mut parser),
-                    Some("hash-schema") => Ok(Command::HashSchema(one_path(&mut parser, "hash-schema", "FILE")?)),
+                    Some("hash-schema") => {
+                        Ok(Command::HashSchema(one_path(&mut parser, "hash-schema", "FILE")?))
+                    }
                     Some("scan") => {
                         let mut file = None;
                         while let Some(arg) = parser.next()? {
                             match arg {
-                                Short('h') | Long("help") => return Ok(Command::Help(Some("scan".to_owned()))),
+                                Short('h') | Long("help") => {
+                                    return Ok(Command::Help(Some("scan".to_owned())))
+                                }
                                 Value(value) if file.is_none() => file = Some(PathBuf::from(value)),
                                 _ => return Err(arg.unexpected().into()),
                             }
@@ -444,7 +454,9 @@ fn one_path(parser: &mut lexopt::Parser, command: &str, what: &str) -> Result<Pa
     let mut path = None;
     while let Some(arg) = parser.next()? {
         match arg {
-            Short('h') | Long("help") => return Err(Error::usage(format!("usage: mcpdome {command} {what}"))),
+            Short('h') | Long("help") => {
+                return Err(Error::usage(format!("usage: mcpdome {command} {what}")))
+            }
             Value(value) if path.is_none() => path = Some(PathBuf::from(value)),
             _ => return Err(arg.unexpected().into()),
         }
@@ -466,9 +478,12 @@ fn parse_explain(parser: &mut lexopt::Parser) -> Result<Command, Error> {
             _ => return Err(arg.unexpected().into()),
         }
     }
-    let n_actions = [&args.tool, &args.resource, &args.prompt].iter().filter(|it| it.is_some()).count();
+    let n_actions =
+        [&args.tool, &args.resource, &args.prompt].iter().filter(|it| it.is_some()).count();
     if n_actions != 1 {
-        return Err(Error::usage("explain needs exactly one of `--tool NAME`, `--resource URI`, `--prompt NAME`"));
+        return Err(Error::usage(
+            "explain needs exactly one of `--tool NAME`, `--resource URI`, `--prompt NAME`",
+        ));
     }
     Ok(Command::Explain(args))
 }
@@ -491,7 +506,9 @@ fn parse_pins(parser: &mut lexopt::Parser) -> Result<Command, Error> {
         }
     }
     if args.action.is_empty() {
-        return Err(Error::usage("missing action: usage: mcpdome pins list|diff|approve [NAME...] --pins FILE"));
+        return Err(Error::usage(
+            "missing action: usage: mcpdome pins list|diff|approve [NAME...] --pins FILE",
+        ));
     }
     Ok(Command::Pins(args))
 }
@@ -508,7 +525,11 @@ fn parse_verify_log(parser: &mut lexopt::Parser) -> Result<Command, Error> {
             _ => return Err(arg.unexpected().into()),
         }
     }
-    args.file = file.ok_or_else(|| Error::usage("missing FILE: usage: mcpdome verify-log FILE [--hmac-key-file K] [--expect-head HASH]"))?;
+    args.file = file.ok_or_else(|| {
+        Error::usage(
+            "missing FILE: usage: mcpdome verify-log FILE [--hmac-key-file K] [--expect-head HASH]",
+        )
+    })?;
     Ok(Command::VerifyLog(args))
 }
 
@@ -602,7 +623,9 @@ fn parse_proxy(parser: &mut lexopt::Parser) -> Result<Command, Error> {
             Long("log-format") => {
                 let text = parser.value()?.string()?;
                 args.log_format = Format::parse(&text).ok_or_else(|| {
-                    Error::usage(format!("invalid value {text:?} for `--log-format`: expected text or json"))
+                    Error::usage(format!(
+                        "invalid value {text:?} for `--log-format`: expected text or json"
+                    ))
                 })?;
             }
             Value(program) => {
@@ -762,22 +785,11 @@ mod tests {
     fn shell_words() {
         words(
             "npx -y @modelcontextprotocol/server-filesystem /tmp",
-            &[
-                "npx",
-                "-y",
-                "@modelcontextprotocol/server-filesystem",
-                "/tmp",
-            ],
+            &["npx", "-y", "@modelcontextprotocol/server-filesystem", "/tmp"],
         );
         words("  a\t b  ", &["a", "b"]);
-        words(
-            r#"say 'it''s' "a \"b\" \$c \d" e\ f"#,
-            &["say", "its", r#"a "b" $c \d"#, "e f"],
-        );
-        words(
-            r#"env X='$HOME' *.txt ~"#,
-            &["env", "X=$HOME", "*.txt", "~"],
-        );
+        words(r#"say 'it''s' "a \"b\" \$c \d" e\ f"#, &["say", "its", r#"a "b" $c \d"#, "e f"]);
+        words(r#"env X='$HOME' *.txt ~"#, &["env", "X=$HOME", "*.txt", "~"]);
         words(r#"'' """#, &["", ""]);
         words("a\\\nb", &["ab"]);
         assert_eq!(split_words("a 'b"), Err("unterminated single quote"));
@@ -826,14 +838,8 @@ mod tests {
             &[],
             "no command given; try `mcpdome proxy -- <server command>` or `mcpdome --help`",
         );
-        usage_error(
-            &["serve"],
-            "unknown command \"serve\"; try `mcpdome --help`",
-        );
-        usage_error(
-            &["proxy", "--frobnicate", "--", "s"],
-            "invalid option '--frobnicate'",
-        );
+        usage_error(&["serve"], "unknown command \"serve\"; try `mcpdome --help`");
+        usage_error(&["proxy", "--frobnicate", "--", "s"], "invalid option '--frobnicate'");
         usage_error(&["proxy"], "no upstream server given: use `mcpdome proxy -- <command> [args...]` or `--upstream \"<command line>\"`");
         usage_error(&["proxy", "--"], "no upstream server given: use `mcpdome proxy -- <command> [args...]` or `--upstream \"<command line>\"`");
         usage_error(&["proxy", "--upstream", "a", "--", "b"], "the upstream is given twice: use either `--upstream \"<command line>\"` or `-- <command> [args...]`");
@@ -851,22 +857,13 @@ mod tests {
             &["proxy", "--log-level", "loud", "s"],
             "invalid value \"loud\" for `--log-level`: expected off, error, warn, info or debug",
         );
-        usage_error(
-            &["proxy", "--upstream"],
-            "missing argument for option '--upstream'",
-        );
+        usage_error(&["proxy", "--upstream"], "missing argument for option '--upstream'");
     }
 
     #[test]
     fn help_and_version() {
-        assert!(matches!(
-            parse_from(["mcpdome", "--help"]),
-            Ok(Command::Help(None))
-        ));
-        assert!(matches!(
-            parse_from(["mcpdome", "-V"]),
-            Ok(Command::Version)
-        ));
+        assert!(matches!(parse_from(["mcpdome", "--help"]), Ok(Command::Help(None))));
+        assert!(matches!(parse_from(["mcpdome", "-V"]), Ok(Command::Version)));
         match parse_from(["mcpdome", "help", "proxy"]) {
             Ok(Command::Help(Some(topic))) => assert_eq!(help_text(Some(&topic)), Some(HELP_PROXY)),
             _ => panic!("help proxy"),

@@ -60,7 +60,11 @@ impl Config {
             Some(path) => Some(path.clone()),
             None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|path| path.is_file()),
         };
-        let switches = Switches { rate_limit: args.enable_rate_limit, ward: args.enable_ward, schema_pin: args.enable_schema_pin };
+        let switches = Switches {
+            rate_limit: args.enable_rate_limit,
+            ward: args.enable_ward,
+            schema_pin: args.enable_schema_pin,
+        };
         let settings = match &config_file {
             Some(path) => Settings::load(path, switches)?,
             None => Settings::transparent(switches),
@@ -78,7 +82,11 @@ impl Config {
     }
 
     pub fn switches(&self) -> Switches {
-        Switches { rate_limit: self.enable_rate_limit, ward: self.enable_ward, schema_pin: self.enable_schema_pin }
+        Switches {
+            rate_limit: self.enable_rate_limit,
+            ward: self.enable_ward,
+            schema_pin: self.enable_schema_pin,
+        }
     }
 }
 
@@ -136,14 +144,17 @@ impl Settings {
             budgets: Vec::new(),
             ledger: None,
             ward: switches.ward.then(|| Ward::defaults(Scanner::builtin())),
-            pins: switches.schema_pin.then_some(PinSettings { file: None, mode: crate::pin::Mode::TrustOnFirstUse }),
+            pins: switches
+                .schema_pin
+                .then_some(PinSettings { file: None, mode: crate::pin::Mode::TrustOnFirstUse }),
             warnings: Vec::new(),
         }
     }
 
     pub fn load(path: &Path, switches: Switches) -> Result<Settings, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| Error::io(format!("failed to read config file `{}`", path.display()), err))?;
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            Error::io(format!("failed to read config file `{}`", path.display()), err)
+        })?;
         let base = path.parent().unwrap_or(Path::new(""));
         parse(&text, base, switches).map_err(|errors| {
             let name = path.display().to_string();
@@ -210,7 +221,12 @@ impl Watch {
             }
         };
         if let Some(ledger) = &gate.ledger {
-            let record = crate::ledger::Record { event: "reload", decision: Some(outcome), reason: Some(&reason), ..Default::default() };
+            let record = crate::ledger::Record {
+                event: "reload",
+                decision: Some(outcome),
+                reason: Some(&reason),
+                ..Default::default()
+            };
             if let Err(err) = ledger.append(&record) {
                 crate::error!("audit log: {err}");
             }
@@ -229,7 +245,11 @@ pub fn summary(settings: &Settings) -> String {
     match &settings.policy {
         None => out.push_str("policy: none (actions are not governed)\n"),
         Some(policy) => {
-            out.push_str(&format!("policy: {} rule(s), default {}\n", policy.rules.len(), policy.default_effect));
+            out.push_str(&format!(
+                "policy: {} rule(s), default {}\n",
+                policy.rules.len(),
+                policy.default_effect
+            ));
             for rule in &policy.rules {
                 out.push_str(&format!("  {:>6}  {:<5}  {}\n", rule.priority, rule.effect, rule.id));
             }
@@ -250,7 +270,10 @@ pub fn summary(settings: &Settings) -> String {
     .into_iter()
     .filter_map(|(name, on)| on.then_some(name))
     .collect();
-    out.push_str(&format!("rate limits: {}\n", if named.is_empty() { "none".to_owned() } else { named.join(", ") }));
+    out.push_str(&format!(
+        "rate limits: {}\n",
+        if named.is_empty() { "none".to_owned() } else { named.join(", ") }
+    ));
     out.push_str(&format!("budgets: {}\n", settings.budgets.len()));
     match &settings.ledger {
         None => out.push_str("ledger: none\n"),
@@ -278,18 +301,30 @@ impl fmt::Display for ConfigError {
     }
 }
 
-const TOP_LEVEL: &[&str] =
-    &["mcpdome", "sentinel", "psk", "api_key", "rate_limit", "budget", "rules", "ledger", "ward", "schema_pin"];
+const TOP_LEVEL: &[&str] = &[
+    "mcpdome",
+    "sentinel",
+    "psk",
+    "api_key",
+    "rate_limit",
+    "budget",
+    "rules",
+    "ledger",
+    "ward",
+    "schema_pin",
+];
 
 /// Parses and checks a settings file. Relative paths in it are relative to `base` (the file's
 /// directory). Returns every error found, not just the first.
 pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Vec<ConfigError>> {
-    let root: Value = basic_toml::from_str(text).map_err(|err| vec![toml_error(&err.to_string())])?;
+    let root: Value =
+        basic_toml::from_str(text).map_err(|err| vec![toml_error(&err.to_string())])?;
     let mut p = Parser { text, errors: Vec::new(), warnings: Vec::new() };
     let Value::Object(root) = root else { unreachable!("a TOML document is a table") };
     for key in root.keys() {
         if !TOP_LEVEL.contains(&key.as_str()) {
-            let message = format!("unknown section `{key}`; expected one of {}", TOP_LEVEL.join(", "));
+            let message =
+                format!("unknown section `{key}`; expected one of {}", TOP_LEVEL.join(", "));
             p.error_at(p.locate_section(key, None), String::new(), message);
         }
     }
@@ -314,7 +349,11 @@ pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Ve
             if let Some(key) = p.key(kind, idx, table) {
                 if keys.iter().any(|k: &Key| k.identity.principal == key.identity.principal) {
                     let at = p.locate_section(kind, Some(idx));
-                    p.error_at(at, format!("{kind}[{idx}]"), format!("key_id `{}` is defined twice", key.key_id));
+                    p.error_at(
+                        at,
+                        format!("{kind}[{idx}]"),
+                        format!("key_id `{}` is defined twice", key.key_id),
+                    );
                 }
                 keys.push(key);
             }
@@ -364,7 +403,11 @@ pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Ve
             t.missing("path");
         }
         t.finish(&["path", "hmac_key_file", "include_arguments"]);
-        ledger = path.map(|path| LedgerSettings { path: base.join(path), hmac_key_file, include_arguments });
+        ledger = path.map(|path| LedgerSettings {
+            path: base.join(path),
+            hmac_key_file,
+            include_arguments,
+        });
     }
 
     let mut ward = None;
@@ -375,16 +418,35 @@ pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Ve
         let mut t = Fields::new(&mut p, ward_table.unwrap_or(&empty), "[ward]", at);
         let enabled = t.bool("enabled").unwrap_or(true) || switches.ward;
         let mut actions = Vec::new();
-        for category in ["injection", "role_hijack", "exfiltration", "tool_poisoning", "secret", "secret_in_results"] {
+        for category in [
+            "injection",
+            "role_hijack",
+            "exfiltration",
+            "tool_poisoning",
+            "secret",
+            "secret_in_results",
+        ] {
             if let Some(name) = t.string(category) {
                 match crate::ward::Action::from_name(&name) {
                     Some(action) => actions.push((category, action)),
-                    None => t.error(category, format!("`{category}` must be \"block\", \"redact\" or \"log\"")),
+                    None => t.error(
+                        category,
+                        format!("`{category}` must be \"block\", \"redact\" or \"log\""),
+                    ),
                 }
             }
         }
         let rules = t.ward_rules("rules");
-        t.finish(&["enabled", "injection", "role_hijack", "exfiltration", "tool_poisoning", "secret", "secret_in_results", "rules"]);
+        t.finish(&[
+            "enabled",
+            "injection",
+            "role_hijack",
+            "exfiltration",
+            "tool_poisoning",
+            "secret",
+            "secret_in_results",
+            "rules",
+        ]);
         if enabled {
             match Scanner::with_rules(rules.unwrap_or_default()) {
                 Ok(scanner) => {
@@ -415,7 +477,10 @@ pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Ve
             None | Some("tofu") => Some(crate::pin::Mode::TrustOnFirstUse),
             Some("locked") => Some(crate::pin::Mode::Locked),
             Some(_) => {
-                t.error("mode", "`mode` must be \"tofu\" (trust on first use) or \"locked\"".to_owned());
+                t.error(
+                    "mode",
+                    "`mode` must be \"tofu\" (trust on first use) or \"locked\"".to_owned(),
+                );
                 None
             }
         };
@@ -432,14 +497,26 @@ pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Ve
     rules.sort_by_key(|rule| rule.priority);
     let policy = (!rules.is_empty() || default_effect.is_some())
         .then(|| Policy { rules, default_effect: default_effect.unwrap_or(Effect::Deny) });
-    Ok(Settings { from_file: true, policy, allow_anonymous, keys, limits, budgets, ledger, ward, pins, warnings: p.warnings })
+    Ok(Settings {
+        from_file: true,
+        policy,
+        allow_anonymous,
+        keys,
+        limits,
+        budgets,
+        ledger,
+        ward,
+        pins,
+        warnings: p.warnings,
+    })
 }
 
 /// basic-toml reports "… at line 3 column 12"; we print `3:12: …`.
 fn toml_error(text: &str) -> ConfigError {
     let (message, line, col) = match text.rfind(" at line ") {
         Some(at) => {
-            let (line, col) = text[at + 9..].split_once(" column ").unwrap_or((&text[at + 9..], "1"));
+            let (line, col) =
+                text[at + 9..].split_once(" column ").unwrap_or((&text[at + 9..], "1"));
             (&text[..at], line.trim().parse().unwrap_or(0), col.trim().parse().unwrap_or(0))
         }
         None => (text, 0, 0),
@@ -497,7 +574,11 @@ impl<'t> Parser<'t> {
         None
     }
 
-    fn table<'v>(&mut self, root: &'v Map<String, Value>, name: &str) -> Option<&'v Map<String, Value>> {
+    fn table<'v>(
+        &mut self,
+        root: &'v Map<String, Value>,
+        name: &str,
+    ) -> Option<&'v Map<String, Value>> {
         match root.get(name)? {
             Value::Object(table) => Some(table),
             _ => {
@@ -508,13 +589,21 @@ impl<'t> Parser<'t> {
         }
     }
 
-    fn array_of_tables<'v>(&mut self, root: &'v Map<String, Value>, name: &str) -> Vec<&'v Map<String, Value>> {
+    fn array_of_tables<'v>(
+        &mut self,
+        root: &'v Map<String, Value>,
+        name: &str,
+    ) -> Vec<&'v Map<String, Value>> {
         let Some(value) = root.get(name) else { return Vec::new() };
         let items = match value {
             Value::Array(items) => items,
             _ => {
                 let at = self.locate_section(name, None);
-                self.error_at(at, String::new(), format!("`{name}` must be an array of tables ([[{name}]])"));
+                self.error_at(
+                    at,
+                    String::new(),
+                    format!("`{name}` must be an array of tables ([[{name}]])"),
+                );
                 return Vec::new();
             }
         };
@@ -550,7 +639,11 @@ impl<'t> Parser<'t> {
                 Some(digest) => digest,
                 None => {
                     let at = self.locate_key(at, "secret_sha256").unwrap_or(at);
-                    self.error_at(at, context, "secret_sha256 must be 64 hexadecimal digits".to_owned());
+                    self.error_at(
+                        at,
+                        context,
+                        "secret_sha256 must be 64 hexadecimal digits".to_owned(),
+                    );
                     return None;
                 }
             },
@@ -562,11 +655,19 @@ impl<'t> Parser<'t> {
                 crate::auth::sha256(secret.as_bytes())
             }
             (Some(_), Some(_)) => {
-                self.error_at(at, context, "give either `secret_sha256` or `secret`, not both".to_owned());
+                self.error_at(
+                    at,
+                    context,
+                    "give either `secret_sha256` or `secret`, not both".to_owned(),
+                );
                 return None;
             }
             (None, None) => {
-                self.error_at(at, context, "missing field `secret_sha256` (run `mcpdome keygen`)".to_owned());
+                self.error_at(
+                    at,
+                    context,
+                    "missing field `secret_sha256` (run `mcpdome keygen`)".to_owned(),
+                );
                 return None;
             }
         };
@@ -589,7 +690,11 @@ impl<'t> Parser<'t> {
             Some(Some(window)) => window,
             Some(None) => {
                 let at = self.locate_key(at, "window").unwrap_or(at);
-                self.error_at(at, context, "window must be a duration such as \"30m\", \"1h\" or \"1d\"".to_owned());
+                self.error_at(
+                    at,
+                    context,
+                    "window must be a duration such as \"30m\", \"1h\" or \"1d\"".to_owned(),
+                );
                 return None;
             }
             None => {
@@ -604,7 +709,8 @@ impl<'t> Parser<'t> {
         let budget = Budget { name: id, max, window, cost: cost.unwrap_or_default() };
         Some(BudgetRule {
             budget,
-            identities: identities.unwrap_or(IdentityMatch { any: true, ..IdentityMatch::default() }),
+            identities: identities
+                .unwrap_or(IdentityMatch { any: true, ..IdentityMatch::default() }),
             tools: tools.unwrap_or_else(|| Names(vec![Glob::new("*")])),
         })
     }
@@ -631,15 +737,36 @@ impl<'t> Parser<'t> {
         let minutes = t.hours("hours");
         let days = t.days("days");
         t.finish(&[
-            "id", "description", "priority", "effect", "identities", "tools", "resources", "prompts", "methods", "arguments", "hours", "days",
+            "id",
+            "description",
+            "priority",
+            "effect",
+            "identities",
+            "tools",
+            "resources",
+            "prompts",
+            "methods",
+            "arguments",
+            "hours",
+            "days",
         ]);
-        for (field, present) in [("id", id.is_some()), ("priority", priority.is_some()), ("effect", effect.is_some()), ("identities", identities.is_some())] {
+        for (field, present) in [
+            ("id", id.is_some()),
+            ("priority", priority.is_some()),
+            ("effect", effect.is_some()),
+            ("identities", identities.is_some()),
+        ] {
             if !present && table.get(field).is_none() {
                 self.error_at(at, context.clone(), format!("missing field `{field}`"));
             }
         }
         if tools.is_none() && resources.is_none() && prompts.is_none() && methods.is_none() {
-            self.error_at(at, context.clone(), "a rule must name what it governs: `tools`, `resources`, `prompts` or `methods`".to_owned());
+            self.error_at(
+                at,
+                context.clone(),
+                "a rule must name what it governs: `tools`, `resources`, `prompts` or `methods`"
+                    .to_owned(),
+            );
         }
         if self.errors.len() > n_errors {
             return None;
@@ -689,7 +816,8 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
         for key in self.table.keys() {
             if !known.contains(&key.as_str()) {
                 let at = self.p.locate_key(self.at, key).unwrap_or(self.at);
-                let message = format!("unknown field `{key}`; expected one of {}", known.join(", "));
+                let message =
+                    format!("unknown field `{key}`; expected one of {}", known.join(", "));
                 self.p.error_at(at, self.context.clone(), message);
             }
         }
@@ -766,7 +894,12 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
     fn names(&mut self, key: &str) -> Option<Names> {
         let names = self.strings(key)?;
         if names.is_empty() {
-            self.error(key, format!("`{key}` is empty, so the rule would match nothing; remove it or list names"));
+            self.error(
+                key,
+                format!(
+                    "`{key}` is empty, so the rule would match nothing; remove it or list names"
+                ),
+            );
             return None;
         }
         Some(Names(names.iter().map(|name| Glob::new(name)).collect()))
@@ -774,7 +907,9 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
 
     fn identities(&mut self, key: &str) -> Option<IdentityMatch> {
         match self.get(key)? {
-            Value::String(star) if star == "*" => Some(IdentityMatch { any: true, ..IdentityMatch::default() }),
+            Value::String(star) if star == "*" => {
+                Some(IdentityMatch { any: true, ..IdentityMatch::default() })
+            }
             Value::Object(table) => {
                 let mut out = IdentityMatch::default();
                 for (field, value) in table {
@@ -791,19 +926,32 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
                         "labels" => out.labels = list,
                         "principals" => out.principals = list,
                         _ => {
-                            self.error(key, format!("unknown field `{key}.{field}`; expected labels or principals"));
+                            self.error(
+                                key,
+                                format!(
+                                    "unknown field `{key}.{field}`; expected labels or principals"
+                                ),
+                            );
                             return None;
                         }
                     }
                 }
                 if out.labels.is_empty() && out.principals.is_empty() {
-                    self.error(key, format!("`{key}` names no labels or principals; use \"*\" for everyone"));
+                    self.error(
+                        key,
+                        format!("`{key}` names no labels or principals; use \"*\" for everyone"),
+                    );
                     return None;
                 }
                 Some(out)
             }
             _ => {
-                self.error(key, format!("`{key}` must be \"*\", {{ labels = [...] }} or {{ principals = [...] }}"));
+                self.error(
+                    key,
+                    format!(
+                        "`{key}` must be \"*\", {{ labels = [...] }} or {{ principals = [...] }}"
+                    ),
+                );
                 None
             }
         }
@@ -820,14 +968,19 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
                 self.error(key, format!("`{key}[{idx}]` must be a table"));
                 return None;
             };
-            let mut constraint = Constraint { param: String::new(), allow_glob: Vec::new(), deny_regex: Vec::new(), max_length: None };
+            let mut constraint = Constraint {
+                param: String::new(),
+                allow_glob: Vec::new(),
+                deny_regex: Vec::new(),
+                max_length: None,
+            };
             for (field, value) in table {
                 let list = || -> Option<Vec<String>> {
                     match value {
                         Value::String(text) => Some(vec![text.clone()]),
-                        Value::Array(items) if items.iter().all(Value::is_string) => {
-                            Some(items.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                        }
+                        Value::Array(items) if items.iter().all(Value::is_string) => Some(
+                            items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                        ),
                         _ => None,
                     }
                 };
@@ -835,12 +988,18 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
                     "param" => match value.as_str() {
                         Some(param) if !param.is_empty() => constraint.param = param.to_owned(),
                         _ => {
-                            self.error(key, format!("`{key}[{idx}].param` must be a non-empty string"));
+                            self.error(
+                                key,
+                                format!("`{key}[{idx}].param` must be a non-empty string"),
+                            );
                             return None;
                         }
                     },
                     "allow_glob" => match list() {
-                        Some(globs) => constraint.allow_glob = globs.iter().map(|glob| Glob::new(glob)).collect(),
+                        Some(globs) => {
+                            constraint.allow_glob =
+                                globs.iter().map(|glob| Glob::new(glob)).collect()
+                        }
                         None => {
                             self.error(key, format!("`{key}[{idx}].allow_glob` must be a string or an array of strings"));
                             return None;
@@ -849,8 +1008,13 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
                     "deny_regex" => match list() {
                         Some(patterns) => {
                             for pattern in patterns {
-                                match regex_lite::RegexBuilder::new(&pattern).size_limit(REGEX_SIZE_LIMIT).build() {
-                                    Ok(regex) => constraint.deny_regex.push(crate::policy::DenyRegex::new(regex)),
+                                match regex_lite::RegexBuilder::new(&pattern)
+                                    .size_limit(REGEX_SIZE_LIMIT)
+                                    .build()
+                                {
+                                    Ok(regex) => constraint
+                                        .deny_regex
+                                        .push(crate::policy::DenyRegex::new(regex)),
                                     Err(err) => {
                                         let message = format!("`{key}[{idx}].deny_regex` `{pattern}` does not compile: {err}");
                                         self.error(key, message.replace('\n', " "));
@@ -867,7 +1031,10 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
                     "max_length" => match value.as_u64() {
                         Some(max) => constraint.max_length = Some(max as usize),
                         None => {
-                            self.error(key, format!("`{key}[{idx}].max_length` must be a non-negative integer"));
+                            self.error(
+                                key,
+                                format!("`{key}[{idx}].max_length` must be a non-negative integer"),
+                            );
                             return None;
                         }
                     },
@@ -883,10 +1050,17 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
                 return None;
             }
             if constraint.param == "*" && !constraint.allow_glob.is_empty() {
-                self.error(key, format!("`{key}[{idx}]`: allow_glob needs a named param, not \"*\""));
+                self.error(
+                    key,
+                    format!("`{key}[{idx}]`: allow_glob needs a named param, not \"*\""),
+                );
                 return None;
             }
-            if constraint.allow_glob.is_empty() && constraint.deny_regex.is_empty() && constraint.max_length.is_none() && constraint.param == "*" {
+            if constraint.allow_glob.is_empty()
+                && constraint.deny_regex.is_empty()
+                && constraint.max_length.is_none()
+                && constraint.param == "*"
+            {
                 self.error(key, format!("`{key}[{idx}]` constrains nothing; give allow_glob, deny_regex or max_length"));
                 return None;
             }
@@ -898,7 +1072,10 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
     /// `rules = [{ id, category, pattern, anchors, targets }]` under `[ward]`.
     fn ward_rules(&mut self, key: &str) -> Option<Vec<RuleSpec>> {
         let Value::Array(items) = self.get(key)? else {
-            self.error(key, format!("`{key}` must be an array of {{ id, category, pattern, anchors }} tables"));
+            self.error(
+                key,
+                format!("`{key}` must be an array of {{ id, category, pattern, anchors }} tables"),
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -907,16 +1084,28 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
             let list = |field: &str| -> Option<Vec<String>> {
                 match item.get(field) {
                     None => Some(Vec::new()),
-                    Some(Value::Array(values)) => values.iter().map(|v| v.as_str().map(str::to_owned)).collect(),
+                    Some(Value::Array(values)) => {
+                        values.iter().map(|v| v.as_str().map(str::to_owned)).collect()
+                    }
                     Some(_) => None,
                 }
             };
             let known = ["id", "category", "pattern", "anchors", "targets"];
-            if let Some(unknown) = item.as_object().and_then(|table| table.keys().find(|k| !known.contains(&k.as_str()))) {
-                self.error(key, format!("unknown field `{key}[{idx}].{unknown}`; expected one of {}", known.join(", ")));
+            if let Some(unknown) = item
+                .as_object()
+                .and_then(|table| table.keys().find(|k| !known.contains(&k.as_str())))
+            {
+                self.error(
+                    key,
+                    format!(
+                        "unknown field `{key}[{idx}].{unknown}`; expected one of {}",
+                        known.join(", ")
+                    ),
+                );
                 return None;
             }
-            let category = text("category").and_then(|name| crate::scan::Category::from_name(&name));
+            let category =
+                text("category").and_then(|name| crate::scan::Category::from_name(&name));
             let targets = list("targets").and_then(|names| {
                 names
                     .iter()
@@ -947,9 +1136,14 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
         let value = self.get(key)?;
         let rate = value.get("rate").and_then(Value::as_f64);
         let burst = value.get("burst").and_then(Value::as_f64).or(rate);
-        let extra = value.as_object().is_none_or(|table| table.keys().any(|k| k != "rate" && k != "burst"));
+        let extra =
+            value.as_object().is_none_or(|table| table.keys().any(|k| k != "rate" && k != "burst"));
         match (rate, burst) {
-            (Some(rate), Some(burst)) if !extra && (Rate { per_second: rate, burst }).is_valid() => Some(Rate { per_second: rate, burst }),
+            (Some(rate), Some(burst))
+                if !extra && (Rate { per_second: rate, burst }).is_valid() =>
+            {
+                Some(Rate { per_second: rate, burst })
+            }
             _ => {
                 self.error(key, format!("`{key}` must be {{ rate = <calls per second, > 0>, burst = <calls, >= 1> }}"));
                 None
@@ -960,7 +1154,10 @@ impl<'p, 't, 'v> Fields<'p, 't, 'v> {
     fn costs(&mut self, key: &str) -> Option<Vec<(String, u64)>> {
         let value = self.get(key)?;
         let parsed = value.as_object().and_then(|table| {
-            table.iter().map(|(tool, cost)| cost.as_u64().map(|cost| (tool.clone(), cost))).collect::<Option<Vec<_>>>()
+            table
+                .iter()
+                .map(|(tool, cost)| cost.as_u64().map(|cost| (tool.clone(), cost)))
+                .collect::<Option<Vec<_>>>()
         });
         if parsed.is_none() {
             self.error(key, format!("`{key}` must be a table of tool = <non-negative integer>"));
@@ -1016,7 +1213,9 @@ fn minutes(text: &str) -> Option<u16> {
 pub fn parse_policy_text(text: &str) -> Policy {
     match parse(text, Path::new(""), Switches::default()) {
         Ok(settings) => settings.policy.expect("the text has rules"),
-        Err(errors) => panic!("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+        Err(errors) => {
+            panic!("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        }
     }
 }
 
@@ -1042,14 +1241,28 @@ mod tests {
         let settings = parse("", Path::new(""), Switches::default()).unwrap();
         assert!(settings.policy.is_none());
         assert!(settings.allow_anonymous);
-        let settings = parse("[mcpdome]\ndefault_effect = \"deny\"\n", Path::new(""), Switches::default()).unwrap();
+        let settings =
+            parse("[mcpdome]\ndefault_effect = \"deny\"\n", Path::new(""), Switches::default())
+                .unwrap();
         assert_eq!(settings.policy.unwrap().default_effect, Effect::Deny);
     }
 
     #[test]
     fn rules_sorted_by_priority_then_file_order() {
-        let text = format!("{}\n{}\n{}", RULE.replace("\"r\"", "\"a\"").replace("1\n", "5\n"), RULE.replace("\"r\"", "\"b\""), RULE.replace("\"r\"", "\"c\""));
-        let ids: Vec<String> = parse(&text, Path::new(""), Switches::default()).unwrap().policy.unwrap().rules.into_iter().map(|r| r.id).collect();
+        let text = format!(
+            "{}\n{}\n{}",
+            RULE.replace("\"r\"", "\"a\"").replace("1\n", "5\n"),
+            RULE.replace("\"r\"", "\"b\""),
+            RULE.replace("\"r\"", "\"c\"")
+        );
+        let ids: Vec<String> = parse(&text, Path::new(""), Switches::default())
+            .unwrap()
+            .policy
+            .unwrap()
+            .rules
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         assert_eq!(ids, ["b", "c", "a"]);
     }
 
@@ -1066,11 +1279,17 @@ mod tests {
         errors(&format!("{RULE}arguments = [{{ param = \"*\", deny_regex = [\"(\"] }}]\n"), &[
             "7:1: rules[0] (id = \"r\"): `arguments[0].deny_regex` `(` does not compile: found open group without closing ')'",
         ]);
-        errors(&format!("{RULE}\n{RULE}"), &["8:1: rules[1] (id = \"r\"): id \"r\" is used by an earlier rule"]);
+        errors(
+            &format!("{RULE}\n{RULE}"),
+            &["8:1: rules[1] (id = \"r\"): id \"r\" is used by an earlier rule"],
+        );
         errors("[ward]\nx = 1\n", &["2:1: [ward]: unknown field `x`; expected one of enabled, injection, role_hijack, exfiltration, tool_poisoning, secret, secret_in_results, rules"]);
         errors("[polcy]\n", &["1:1: unknown section `polcy`; expected one of mcpdome, sentinel, psk, api_key, rate_limit, budget, rules, ledger, ward, schema_pin"]);
         errors("[[rules]]\nid = \n", &["2:6: TOML syntax: expected a value, found a newline"]);
-        errors("[[psk]]\nkey_id = \"ci\"\nsecret_sha256 = \"abc\"\n", &["3:1: psk[0] (key_id = \"ci\"): secret_sha256 must be 64 hexadecimal digits"]);
+        errors(
+            "[[psk]]\nkey_id = \"ci\"\nsecret_sha256 = \"abc\"\n",
+            &["3:1: psk[0] (key_id = \"ci\"): secret_sha256 must be 64 hexadecimal digits"],
+        );
         errors("[rate_limit]\nper_tool = { rate = 0 }\n", &["2:1: [rate_limit]: `per_tool` must be { rate = <calls per second, > 0>, burst = <calls, >= 1> }"]);
     }
 
@@ -1079,9 +1298,11 @@ mod tests {
         let hex = "a".repeat(64);
         let text = format!("[[psk]]\nkey_id = \"ci\"\nsecret_sha256 = \"{hex}\"\nlabels = [\"role:ci\"]\n\n[[api_key]]\nkey_id = \"old\"\nsecret = \"hunter2\"\n");
         let settings = parse(&text, Path::new(""), Switches::default()).unwrap();
-        let principals: Vec<&str> = settings.keys.iter().map(|k| k.identity.principal.as_str()).collect();
+        let principals: Vec<&str> =
+            settings.keys.iter().map(|k| k.identity.principal.as_str()).collect();
         assert_eq!(principals, ["psk:ci", "api_key:old"]);
         assert_eq!(settings.warnings.len(), 1);
-        assert!(settings.warnings[0].starts_with("api_key[0] (key_id = \"old\"): the secret is stored in plain text"));
+        assert!(settings.warnings[0]
+            .starts_with("api_key[0] (key_id = \"old\"): the secret is stored in plain text"));
     }
 }

@@ -13,14 +13,8 @@ pub struct Error {
 // Intentionally not public: callers print errors, they do not branch on them.
 enum ErrorKind {
     Usage(String),
-    Spawn {
-        program: String,
-        err: std::io::Error,
-    },
-    Io {
-        what: String,
-        err: std::io::Error,
-    },
+    Spawn { program: String, err: std::io::Error },
+    Io { what: String, err: std::io::Error },
 }
 
 impl Error {
@@ -29,27 +23,17 @@ impl Error {
     }
 
     pub fn spawn(program: impl Into<String>, err: std::io::Error) -> Error {
-        ErrorKind::Spawn {
-            program: program.into(),
-            err,
-        }
-        .into()
+        ErrorKind::Spawn { program: program.into(), err }.into()
     }
 
     pub fn io(what: impl Into<String>, err: std::io::Error) -> Error {
-        ErrorKind::Io {
-            what: what.into(),
-            err,
-        }
-        .into()
+        ErrorKind::Io { what: what.into(), err }.into()
     }
 }
 
 impl From<ErrorKind> for Error {
     fn from(kind: ErrorKind) -> Error {
-        Error {
-            kind: Box::new(kind),
-        }
+        Error { kind: Box::new(kind) }
     }
 }
 

@@ -217,7 +217,10 @@ mod tests {
         assert_eq!(norm("file:///tmp/sub/../../etc/passwd").as_deref(), Some("file:///etc/passwd"));
         assert_eq!(norm("file:///../etc"), None);
         assert_eq!(norm("file:///tmp/%zz"), None);
-        assert_eq!(norm("https://host/a/./b?x=../y#z").as_deref(), Some("https://host/a/b?x=../y#z"));
+        assert_eq!(
+            norm("https://host/a/./b?x=../y#z").as_deref(),
+            Some("https://host/a/b?x=../y#z")
+        );
         assert_eq!(norm("demo://resource/static/1").as_deref(), Some("demo://resource/static/1"));
         assert_eq!(norm("urn:x").as_deref(), Some("urn:x"));
         let glob = Glob::new("file:///tmp/*");

@@ -12,11 +12,11 @@ use mcpdome::auth::{self, Identity};
 use mcpdome::chain;
 use mcpdome::cli::{self, Command, ExplainArgs, VerifyLogArgs};
 use mcpdome::config::{self, Config};
+use mcpdome::error::Error;
+use mcpdome::gate::Gate;
 use mcpdome::ledger;
 use mcpdome::pin;
 use mcpdome::policy::{Action, Effect};
-use mcpdome::error::Error;
-use mcpdome::gate::Gate;
 use mcpdome::{log, relay, signal, upstream, warn};
 
 fn main() -> ExitCode {
@@ -56,7 +56,8 @@ fn run() -> Result<u8, Error> {
         Command::Pins(args) => pins(&args),
         Command::HashSchema(file) => {
             let text = read_input(Some(&file))?;
-            let out = pin::hash_schema(&text).map_err(|err| Error::usage(format!("{}: {err}", file.display())))?;
+            let out = pin::hash_schema(&text)
+                .map_err(|err| Error::usage(format!("{}: {err}", file.display())))?;
             print_stdout(&out);
             Ok(0)
         }
@@ -76,13 +77,19 @@ fn run() -> Result<u8, Error> {
                     "upstream": args.upstream.iter().map(|arg| arg.to_string_lossy()).collect::<Vec<_>>(),
                     "config": config.config_file.as_ref().map(|path| path.display().to_string()),
                 });
-                let record = ledger::Record { event: "start", detail: Some(&detail), ..Default::default() };
-                ledger.append(&record).map_err(|err| Error::io("failed to write the audit log", err))?;
+                let record =
+                    ledger::Record { event: "start", detail: Some(&detail), ..Default::default() };
+                ledger
+                    .append(&record)
+                    .map_err(|err| Error::io("failed to write the audit log", err))?;
             }
             // Pins next, for the same reason: an unreadable pin file stops mcpdome here.
             let pins = match &settings.pins {
                 Some(pin_settings) => {
-                    let path = pin_settings.file.clone().unwrap_or_else(|| pin::default_path(&args.upstream));
+                    let path = pin_settings
+                        .file
+                        .clone()
+                        .unwrap_or_else(|| pin::default_path(&args.upstream));
                     mcpdome::info!("pins: {} ({})", path.display(), pin_settings.mode.name());
                     Some(pin::Pins::load(path, pin_settings.mode)?)
                 }
@@ -111,9 +118,13 @@ fn run() -> Result<u8, Error> {
 
 /// The ledger from `--ledger` or `[ledger]`, opened before the upstream starts so that a ledger
 /// that cannot be written stops mcpdome instead of running unaudited.
-fn open_ledger(args: &cli::ProxyArgs, settings: &config::Settings) -> Result<Option<ledger::Ledger>, Error> {
+fn open_ledger(
+    args: &cli::ProxyArgs,
+    settings: &config::Settings,
+) -> Result<Option<ledger::Ledger>, Error> {
     let configured = settings.ledger.as_ref();
-    let Some(path) = args.ledger.as_deref().or(configured.map(|ledger| ledger.path.as_path())) else {
+    let Some(path) = args.ledger.as_deref().or(configured.map(|ledger| ledger.path.as_path()))
+    else {
         return Ok(None);
     };
     let key = match configured.and_then(|ledger| ledger.hmac_key_file.as_deref()) {
@@ -125,8 +136,9 @@ fn open_ledger(args: &cli::ProxyArgs, settings: &config::Settings) -> Result<Opt
 }
 
 fn validate(file: &Path) -> Result<u8, Error> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|err| Error::io(format!("failed to read config file `{}`", file.display()), err))?;
+    let text = std::fs::read_to_string(file).map_err(|err| {
+        Error::io(format!("failed to read config file `{}`", file.display()), err)
+    })?;
     let base = file.parent().unwrap_or(Path::new(""));
     let name = file.display();
     match config::parse(&text, base, config::Switches::default()) {
@@ -153,7 +165,8 @@ fn explain(args: &ExplainArgs) -> Result<u8, Error> {
     let arguments: Option<serde_json::Value> = match &args.args {
         None => None,
         Some(text) => Some(
-            chain::strict_value(text).map_err(|err| Error::usage(format!("invalid value for `--args`: {err}")))?,
+            chain::strict_value(text)
+                .map_err(|err| Error::usage(format!("invalid value for `--args`: {err}")))?,
         ),
     };
     let identity = match &args.token {
@@ -176,18 +189,29 @@ fn explain(args: &ExplainArgs) -> Result<u8, Error> {
         (_, _, Some(name)) => Action::Prompt { name, arguments: arguments.as_ref() },
         _ => unreachable!("cli requires one action"),
     };
-    let labels = if identity.labels.is_empty() { String::new() } else { format!(" ({})", identity.labels.join(", ")) };
+    let labels = if identity.labels.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", identity.labels.join(", "))
+    };
     let mut out = format!("identity: {}{labels}\n", identity.principal);
     let allowed = match &settings.policy {
         None => {
-            out.push_str("decision: allow\nreason:   the config has no rules, so actions are not governed\n");
+            out.push_str(
+                "decision: allow\nreason:   the config has no rules, so actions are not governed\n",
+            );
             true
         }
         Some(policy) => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
             let decision = policy.decide(&identity, action, now);
             out.push_str(&format!("decision: {}\n", decision.effect));
-            out.push_str(&format!("rule:     {}\n", decision.rule.unwrap_or("(none: default_effect)")));
+            out.push_str(&format!(
+                "rule:     {}\n",
+                decision.rule.unwrap_or("(none: default_effect)")
+            ));
             out.push_str(&format!("reason:   {}\n", decision.reason));
             decision.effect == Effect::Allow
         }
@@ -213,9 +237,16 @@ fn verify_log(args: &VerifyLogArgs) -> Result<u8, Error> {
     };
     match ledger::verify(&args.file, key.as_deref(), args.expect_head.as_deref()) {
         Ok(report) => {
-            let mut out = format!("{}: intact, {} line(s), head {}\n", args.file.display(), report.lines, report.head);
+            let mut out = format!(
+                "{}: intact, {} line(s), head {}\n",
+                args.file.display(),
+                report.lines,
+                report.head
+            );
             if let Some(line) = report.expected_at {
-                out.push_str(&format!("the expected head is line {line}; every line after it chains on from it\n"));
+                out.push_str(&format!(
+                    "the expected head is line {line}; every line after it chains on from it\n"
+                ));
             }
             if report.incomplete_tail {
                 out.push_str("note: the last line is incomplete (the writer was killed while writing it); every whole line verifies\n");
@@ -232,18 +263,23 @@ fn verify_log(args: &VerifyLogArgs) -> Result<u8, Error> {
 }
 
 fn pins(args: &cli::PinsArgs) -> Result<u8, Error> {
-    let path = match (&args.pins, args.upstream.is_empty()) {
-        (Some(path), _) => path.clone(),
-        (None, false) => pin::default_path(&args.upstream),
-        (None, true) => {
-            return Err(Error::usage("say which pin file: `--pins FILE`, or `-- <server command>` for its default file"))
-        }
-    };
+    let path =
+        match (&args.pins, args.upstream.is_empty()) {
+            (Some(path), _) => path.clone(),
+            (None, false) => pin::default_path(&args.upstream),
+            (None, true) => return Err(Error::usage(
+                "say which pin file: `--pins FILE`, or `-- <server command>` for its default file",
+            )),
+        };
     let out = match args.action.as_str() {
         "list" => pin::list(&path)?,
         "diff" => pin::diff(&path, &args.names)?,
         "approve" => pin::approve(&path, &args.names)?,
-        other => return Err(Error::usage(format!("unknown pins action {other:?}; expected list, diff or approve"))),
+        other => {
+            return Err(Error::usage(format!(
+                "unknown pins action {other:?}; expected list, diff or approve"
+            )))
+        }
     };
     print_stdout(&out);
     Ok(0)
@@ -268,10 +304,13 @@ fn scan(file: Option<&Path>) -> Result<u8, Error> {
 fn read_input(file: Option<&Path>) -> Result<String, Error> {
     use std::io::Read;
     match file {
-        Some(file) => std::fs::read_to_string(file).map_err(|err| Error::io(format!("failed to read `{}`", file.display()), err)),
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|err| Error::io(format!("failed to read `{}`", file.display()), err)),
         None => {
             let mut text = String::new();
-            io::stdin().read_to_string(&mut text).map_err(|err| Error::io("failed to read stdin", err))?;
+            io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|err| Error::io("failed to read stdin", err))?;
             Ok(text)
         }
     }

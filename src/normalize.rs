@@ -21,6 +21,8 @@
 //!   a long document with one small payload costs the payload. The layer is decoded again, at
 //!   most [`MAX_DEPTH`] times, while that still changes something. A phrase split between
 //!   plain and encoded text is therefore not seen whole.
+//! - [`unhide`] is the raw text with invisible characters, ANSI escapes, tag characters and
+//!   fullwidth forms undone but case and spacing kept, for the case-sensitive credential rules.
 //! - [`hidden_markers`] looks at the *raw* text, before any of this, for invisible content whose
 //!   mere presence is suspicious: tag characters that are not part of an emoji flag, bidi
 //!   overrides, text concealed by ANSI attributes.
@@ -362,6 +364,54 @@ pub fn fold(text: &str) -> String {
         return fold_words(&out);
     }
     out
+}
+
+/// The raw text with what hides it undone but its case and spacing kept: invisible characters
+/// and ANSI escapes removed, tag characters read as the ASCII they carry, fullwidth and other
+/// compatibility forms folded (`ＡＫＩＡ` → `AKIA`). This is the form case-sensitive rules
+/// (credentials) need. `None` when it would be the text itself.
+pub fn unhide(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let hides = |c: char| {
+        let cp = c as u32;
+        c == '\u{1b}'
+            || (0x80..=0x9f).contains(&cp)
+            || (0xE0000..=0xE007F).contains(&cp)
+            || (cp >= 0x80 && (is_invisible(c) || compat(c).is_some()))
+    };
+    // Most text, non-Latin scripts included, has nothing to undo: find that out without a copy.
+    let first = text.char_indices().find(|&(_, c)| hides(c))?.0;
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..first]);
+    let mut changed = false;
+    let mut i = first;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == 0x1b {
+            i = ansi_sequence(bytes, i + 1).0;
+            changed = true;
+            continue;
+        }
+        let Some(c) = text[i..].chars().next() else { break };
+        i += c.len_utf8();
+        let cp = c as u32;
+        if (0xE0020..=0xE007E).contains(&cp) {
+            out.push(char::from((cp - 0xE0000) as u8));
+        } else if cp == 0x9b {
+            i = ansi_csi(bytes, i).0;
+        } else if is_invisible(c)
+            || (0x80..=0x9f).contains(&cp)
+            || (0xE0000..=0xE007F).contains(&cp)
+        {
+        } else if let Some(s) = compat(c) {
+            out.push_str(s);
+        } else {
+            out.push(c);
+            continue;
+        }
+        changed = true;
+    }
+    changed.then_some(out)
 }
 
 /// [`fold`] line by line, leaving lines of plain ASCII as they are.
@@ -1895,6 +1945,18 @@ mod tests {
         let mixed = fold_where_needed("Plain line\nＩｇｎｏｒｅ this");
         assert_eq!(mixed, "Plain line\nignore this");
         assert_eq!(fold(&mixed), fold("Plain line\nＩｇｎｏｒｅ this"));
+    }
+
+    #[test]
+    fn unhide_keeps_case_and_spacing() {
+        assert_eq!(unhide("plain  ASCII"), None);
+        assert_eq!(unhide("Café"), None);
+        assert_eq!(unhide("ＡＫＩＡ key").as_deref(), Some("AKIA key"));
+        assert_eq!(unhide("gh\u{200b}p_Ab\u{ad}C").as_deref(), Some("ghp_AbC"));
+        assert_eq!(unhide("x\u{1b}[8mSecret\u{1b}[0m y").as_deref(), Some("xSecret y"));
+        let tags: String =
+            "Key".chars().map(|c| char::from_u32(0xE0000 + c as u32).unwrap()).collect();
+        assert_eq!(unhide(&format!("a{tags}")).as_deref(), Some("aKey"));
     }
 
     #[test]

@@ -122,7 +122,8 @@ pub struct DenyRegex {
 
 impl DenyRegex {
     pub fn new(regex: Regex) -> DenyRegex {
-        let literal = required_literal(regex.as_str()).map(|lit| memchr::memmem::Finder::new(lit.as_bytes()).into_owned());
+        let literal = required_literal(regex.as_str())
+            .map(|lit| memchr::memmem::Finder::new(lit.as_bytes()).into_owned());
         DenyRegex { regex, literal }
     }
 
@@ -216,7 +217,9 @@ impl Action<'_> {
     /// The name a decision is recorded under.
     pub fn name(&self) -> &str {
         match *self {
-            Action::Tool { name, .. } | Action::Prompt { name, .. } | Action::Method { name } => name,
+            Action::Tool { name, .. } | Action::Prompt { name, .. } | Action::Method { name } => {
+                name
+            }
             Action::Resource { uri } => uri,
         }
     }
@@ -264,16 +267,31 @@ impl Policy {
             if !rule.covers(identity, action, unix_secs) {
                 continue;
             }
-            let violation = rule.arguments.iter().find_map(|constraint| constraint.violation(action.arguments()));
+            let violation = rule
+                .arguments
+                .iter()
+                .find_map(|constraint| constraint.violation(action.arguments()));
             match (rule.effect, violation) {
                 (Effect::Allow, None) => {
-                    return Decision { effect: Effect::Allow, rule: Some(&rule.id), reason: format!("allowed by rule \"{}\"", rule.id) };
+                    return Decision {
+                        effect: Effect::Allow,
+                        rule: Some(&rule.id),
+                        reason: format!("allowed by rule \"{}\"", rule.id),
+                    };
                 }
                 (Effect::Deny, Some(why)) => {
-                    return Decision { effect: Effect::Deny, rule: Some(&rule.id), reason: format!("denied by rule \"{}\": {why}", rule.id) };
+                    return Decision {
+                        effect: Effect::Deny,
+                        rule: Some(&rule.id),
+                        reason: format!("denied by rule \"{}\": {why}", rule.id),
+                    };
                 }
                 (Effect::Deny, None) if rule.arguments.is_empty() => {
-                    return Decision { effect: Effect::Deny, rule: Some(&rule.id), reason: format!("denied by rule \"{}\"", rule.id) };
+                    return Decision {
+                        effect: Effect::Deny,
+                        rule: Some(&rule.id),
+                        reason: format!("denied by rule \"{}\"", rule.id),
+                    };
                 }
                 (Effect::Allow, Some(why)) => {
                     near_miss.get_or_insert((&rule.id, why));
@@ -300,7 +318,8 @@ impl Policy {
     /// arguments). `tools/list` hides the tools for which this is false.
     pub fn may_call_tool(&self, identity: &Identity, name: &str) -> bool {
         for rule in &self.rules {
-            let covers = rule.identities.matches(identity) && rule.tools.as_ref().is_some_and(|tools| tools.matches(name));
+            let covers = rule.identities.matches(identity)
+                && rule.tools.as_ref().is_some_and(|tools| tools.matches(name));
             if !covers {
                 continue;
             }
@@ -333,7 +352,9 @@ impl Rule {
             Action::Method { .. } => &self.methods,
         };
         let named = match action {
-            Action::Resource { uri } => names.as_ref().is_some_and(|names| names.0.iter().any(|glob| glob.matches_uri(uri))),
+            Action::Resource { uri } => {
+                names.as_ref().is_some_and(|names| names.0.iter().any(|glob| glob.matches_uri(uri)))
+            }
             _ => names.as_ref().is_some_and(|names| names.matches(action.name())),
         };
         named
@@ -348,10 +369,20 @@ impl Constraint {
         let param = &self.param;
         if param == "*" {
             let arguments = arguments?;
-            return self.deny_hit(arguments).map(|hit| format!("an argument matches deny_regex `{hit}`")).or_else(|| {
-                let too_long = self.max_length.is_some_and(|max| any_string(arguments, &mut |s| s.chars().count() > max));
-                too_long.then(|| format!("an argument is longer than max_length {}", self.max_length.unwrap_or(0)))
-            });
+            return self
+                .deny_hit(arguments)
+                .map(|hit| format!("an argument matches deny_regex `{hit}`"))
+                .or_else(|| {
+                    let too_long = self
+                        .max_length
+                        .is_some_and(|max| any_string(arguments, &mut |s| s.chars().count() > max));
+                    too_long.then(|| {
+                        format!(
+                            "an argument is longer than max_length {}",
+                            self.max_length.unwrap_or(0)
+                        )
+                    })
+                });
         }
         let Some(value) = arguments.and_then(|args| args.get(param)) else {
             return Some(format!("argument `{param}` is missing"));
@@ -381,7 +412,10 @@ impl Constraint {
 
     /// The first deny_regex that matches a string (or key) inside `value`.
     fn deny_hit(&self, value: &Value) -> Option<&str> {
-        self.deny_regex.iter().find(|regex| any_string(value, &mut |s| regex.is_match(s))).map(DenyRegex::as_str)
+        self.deny_regex
+            .iter()
+            .find(|regex| any_string(value, &mut |s| regex.is_match(s)))
+            .map(DenyRegex::as_str)
     }
 }
 
@@ -416,31 +450,47 @@ pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     let method = ctx.msg.method();
     let settings = ctx.settings;
     let Some(policy) = &settings.policy else { return Ok(()) };
-    if HOUSEKEEPING.contains(&method) || ctx.msg.kind == Kind::Notification && method.starts_with("notifications/") {
+    if HOUSEKEEPING.contains(&method)
+        || ctx.msg.kind == Kind::Notification && method.starts_with("notifications/")
+    {
         return Ok(());
     }
     let params = ctx.action()?;
-    let needs = |what: &str| Deny::new(INVALID_PARAMS, format!("{method} needs params.{what} as a string"));
+    let needs =
+        |what: &str| Deny::new(INVALID_PARAMS, format!("{method} needs params.{what} as a string"));
     // Arguments are parsed (strictly) only when some rule needs to look at them.
     let arguments = if needs_arguments(policy, method) {
         let arguments = ctx.arguments()?;
         if arguments.as_ref().is_some_and(|args| !args.is_object()) {
-            return Err(Deny::new(INVALID_PARAMS, format!("{method} needs params.arguments as an object")));
+            return Err(Deny::new(
+                INVALID_PARAMS,
+                format!("{method} needs params.arguments as an object"),
+            ));
         }
         arguments
     } else {
         None
     };
     let action = match method {
-        "tools/call" => Action::Tool { name: params.name.as_deref().ok_or_else(|| needs("name"))?, arguments: arguments.as_ref() },
-        "resources/read" | "resources/subscribe" => Action::Resource { uri: params.uri.as_deref().ok_or_else(|| needs("uri"))? },
-        "prompts/get" => Action::Prompt { name: params.name.as_deref().ok_or_else(|| needs("name"))?, arguments: arguments.as_ref() },
+        "tools/call" => Action::Tool {
+            name: params.name.as_deref().ok_or_else(|| needs("name"))?,
+            arguments: arguments.as_ref(),
+        },
+        "resources/read" | "resources/subscribe" => {
+            Action::Resource { uri: params.uri.as_deref().ok_or_else(|| needs("uri"))? }
+        }
+        "prompts/get" => Action::Prompt {
+            name: params.name.as_deref().ok_or_else(|| needs("name"))?,
+            arguments: arguments.as_ref(),
+        },
         other => Action::Method { name: other },
     };
     let tool = matches!(action, Action::Tool { .. }).then(|| action.name().to_owned());
     let anonymous = Identity::anonymous();
     let identity = ctx.identity.as_deref().unwrap_or(&anonymous);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let decision = policy.decide(identity, action, now);
     let rule = decision.rule.map(str::to_owned);
     ctx.tool = tool;
@@ -449,7 +499,9 @@ pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
             ctx.rule = rule;
             Ok(())
         }
-        Effect::Deny => Err(Deny { code: POLICY_DENIED, reason: decision.reason, rule, data: None }),
+        Effect::Deny => {
+            Err(Deny { code: POLICY_DENIED, reason: decision.reason, rule, data: None })
+        }
     }
 }
 
@@ -480,11 +532,16 @@ pub fn filter_tools(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     let anonymous = Identity::anonymous();
     let identity = request.identity.clone();
     let identity = identity.as_deref().unwrap_or(&anonymous);
-    let Some(Value::Array(tools)) = ctx.result_mut()?.and_then(|result| result.get_mut("tools")) else {
+    let Some(Value::Array(tools)) = ctx.result_mut()?.and_then(|result| result.get_mut("tools"))
+    else {
         return Ok(());
     };
     let before = tools.len();
-    tools.retain(|tool| tool.get("name").and_then(Value::as_str).is_some_and(|name| policy.may_call_tool(identity, name)));
+    tools.retain(|tool| {
+        tool.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|name| policy.may_call_tool(identity, name))
+    });
     let removed = before - tools.len();
     if removed > 0 {
         ctx.changed = true;
@@ -542,9 +599,15 @@ arguments = [
     }
 
     #[track_caller]
-    fn decide(policy: &Policy, identity: &Identity, tool: &str, args: &str) -> (Effect, Option<String>) {
+    fn decide(
+        policy: &Policy,
+        identity: &Identity,
+        tool: &str,
+        args: &str,
+    ) -> (Effect, Option<String>) {
         let args: Value = serde_json::from_str(args).unwrap();
-        let decision = policy.decide(identity, Action::Tool { name: tool, arguments: Some(&args) }, 0);
+        let decision =
+            policy.decide(identity, Action::Tool { name: tool, arguments: Some(&args) }, 0);
         (decision.effect, decision.rule.map(str::to_owned))
     }
 
@@ -557,12 +620,29 @@ arguments = [
     fn announcement_policy() {
         let policy = parse_policy_text(ANNOUNCEMENT);
         let rule = |r: &str| Some(r.to_owned());
-        assert_eq!(decide(&policy, &dev(), "read_file", r#"{"path":"/etc/hosts"}"#), (Effect::Allow, rule("dev-read-tools")));
-        assert_eq!(decide(&policy, &dev(), "write_file", r#"{"path":"/tmp/a.txt","content":"x"}"#), (Effect::Allow, rule("dev-write-safe")));
-        assert_eq!(decide(&policy, &dev(), "delete_file", r#"{"path":"/tmp/a"}"#), (Effect::Deny, None));
-        assert_eq!(decide(&policy, &Identity::anonymous(), "read_file", r#"{}"#), (Effect::Deny, None));
         assert_eq!(
-            decide(&policy, &dev(), "read_file", r#"{"path":"/tmp/x","note":"AKIAABCDEFGHIJKLMNOP"}"#),
+            decide(&policy, &dev(), "read_file", r#"{"path":"/etc/hosts"}"#),
+            (Effect::Allow, rule("dev-read-tools"))
+        );
+        assert_eq!(
+            decide(&policy, &dev(), "write_file", r#"{"path":"/tmp/a.txt","content":"x"}"#),
+            (Effect::Allow, rule("dev-write-safe"))
+        );
+        assert_eq!(
+            decide(&policy, &dev(), "delete_file", r#"{"path":"/tmp/a"}"#),
+            (Effect::Deny, None)
+        );
+        assert_eq!(
+            decide(&policy, &Identity::anonymous(), "read_file", r#"{}"#),
+            (Effect::Deny, None)
+        );
+        assert_eq!(
+            decide(
+                &policy,
+                &dev(),
+                "read_file",
+                r#"{"path":"/tmp/x","note":"AKIAABCDEFGHIJKLMNOP"}"#
+            ),
             (Effect::Deny, rule("block-secrets"))
         );
     }
@@ -589,7 +669,11 @@ arguments = [
             format!(r#"{{"list":["x",["{secret}"]]}}"#),
             format!(r#"{{"map":{{"{secret}":1}}}}"#),
         ] {
-            assert_eq!(decide(&policy, &dev(), "grep", &args), (Effect::Deny, Some("block-secrets".to_owned())), "{args}");
+            assert_eq!(
+                decide(&policy, &dev(), "grep", &args),
+                (Effect::Deny, Some("block-secrets".to_owned())),
+                "{args}"
+            );
         }
     }
 

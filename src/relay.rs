@@ -341,7 +341,12 @@ fn audit_allowed(gate: &Gate, ctx: &Ctx<'_>, id: Option<&str>) -> Result<(), Den
     };
     let record = record(ctx, id, decision);
     let arguments = arguments_of(ctx);
-    let record = ledger::Record { arguments, rule: ctx.rule.as_deref(), ..record };
+    let record = ledger::Record {
+        arguments,
+        rule: ctx.rule.as_deref(),
+        detail: ctx.detail.as_ref(),
+        ..record
+    };
     ledger.append(&record).map_err(|err| {
         error!("audit log: {err}; refusing the message");
         Deny::new(AUDIT_FAILED, format!("the audit log cannot be written ({err})"))
@@ -358,6 +363,7 @@ fn audit_denied(gate: &Gate, ctx: &Ctx<'_>, id: Option<&str>, deny: &Deny) {
         rule: deny.rule.as_deref(),
         reason: Some(&deny.reason),
         arguments,
+        detail: deny.data.as_ref(),
         ..record(ctx, id, "deny")
     };
     if let Err(err) = ledger.append(&record) {

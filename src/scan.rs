@@ -22,7 +22,16 @@
 //! match. One Aho-Corasick automaton per engine finds all anchors in one pass over the text; a
 //! rule's regex then runs only on a window around each anchor it owns. Text without anchors,
 //! which is most text, costs the normalisation and that one pass. The windows are wide enough
-//! for every pattern here, because every pattern bounds its gaps.
+//! for every pattern here, because every pattern bounds its gaps. Plain ASCII text (most
+//! messages) needs no folding, so one automaton holding both rule sets reads it once.
+//!
+//! # Untrusted input
+//!
+//! The text comes from the peers, so its cost is bounded, not just its size. Anchors of one
+//! rule packed closely together are searched in one pass rather than once each, and all the
+//! regexes of one scan together read at most a fixed multiple of its input (see `Work`). A
+//! text dense enough with trigger words to exhaust that is reported as [`OVERLOAD_RULE`]
+//! rather than passed half-read. Measured worst cases are about half a second per megabyte.
 //!
 //! # What this does not do
 //!
@@ -118,6 +127,7 @@ pub struct Finding {
     /// that join several strings).
     pub pointer: String,
     /// The form the match was found in: `raw`, `folded`, `leet`, `joined`, `keys`, `hidden`,
+    /// `unhidden` (raw text with invisible characters and fullwidth forms undone, for secrets),
     /// or the encoding peeled off (`base64`, `hex`, `percent`, `html`, `escape`).
     pub via: &'static str,
 }
@@ -138,6 +148,10 @@ pub struct RuleSpec {
 
 /// Excerpts are cut to this many characters.
 pub const EXCERPT_CHARS: usize = 80;
+
+/// The rule id of the finding a scan reports when its regexes had read all they may (see
+/// the module documentation, "Untrusted input"); its category is [`Category::Injection`].
+pub const OVERLOAD_RULE: &str = "scan-overload";
 
 /// The compiled rule set. Build it once; scanning takes `&self` and is thread-safe.
 pub struct Scanner {
@@ -247,8 +261,14 @@ impl Scanner {
         doc.walk(&value, &mut String::new(), None);
         doc.joined.clear();
         for literal in json_values(raw).unwrap_or_default() {
-            doc.joined.push_str(&literal);
+            // A string that is itself JSON text stands for its values, as in `Doc::string`.
+            doc.joined.push_str(&embedded_json(&literal).unwrap_or(literal));
             doc.joined.push('\n');
+        }
+        // The text order is one order; a split phrase may also read across members the other
+        // way round (see `MAX_REVERSED_VIEW`).
+        if doc.joined.len() <= MAX_REVERSED_VIEW && doc.phrases >= 2 {
+            reversed_values(&value, target, &mut doc.reversed);
         }
         doc.finish()
     }
@@ -448,6 +468,13 @@ impl<'s> Doc<'s> {
                 ("hidden-ansi-concealed", "ANSI-concealed text")
             };
             self.push(rule, Category::Injection, what.to_owned(), None, pointer, "hidden");
+        }
+        if !plain {
+            // Credentials are matched case-sensitively on raw text; this is raw text with
+            // zero-width splits, soft hyphens and fullwidth forms undone.
+            if let Some(unhidden) = normalize::unhide(s) {
+                self.secrets_in(&unhidden, pointer, "unhidden");
+            }
         }
         if !self.deferred {
             // Deferred scans profile and decode the joined view in `finish` instead.
@@ -753,14 +780,11 @@ fn embedded_json(s: &str) -> Option<String> {
     }
     let mut values = json_values(t)?;
     // JSON text inside JSON text (a tool result quoting an API response): one level more.
-    let mut nested = false;
     for v in values.iter_mut() {
         if let Some(inner) = embedded_json_inner(v) {
             *v = inner;
-            nested = true;
         }
     }
-    let _ = nested;
     (!values.is_empty()).then(|| values.join("\n"))
 }
 
@@ -1144,23 +1168,21 @@ impl Engine {
 /// anchor hit hands a window to a regex, so a text made of nothing but anchors (`ignore ignore
 /// …`, `sk-sk-sk-…`) would cost seconds per megabyte, once for each view of it. A scan may
 /// therefore read [`WORK_BASE`] bytes plus [`WORK_PER_BYTE`] for each byte it was given, over
-/// all its views together. Ordinary text stays far below that: large source files and docs
-/// hand their regexes under half their length (measured on the crates in `~/.cargo`). A scan
-/// that runs out stops and reports [`OVERLOAD_RULE`], so an overloaded text is flagged, never
-/// passed unread.
+/// all its views together, which keeps the worst case near half a second per megabyte.
+/// Ordinary text stays far below that: large source files and docs hand their regexes under
+/// half their length (measured on the crates in `~/.cargo`); only text that repeats trigger
+/// words on every line, for hundreds of kilobytes, comes close. A scan that runs out stops
+/// and reports [`OVERLOAD_RULE`], so an overloaded text is flagged, never passed unread.
 struct Work {
     left: usize,
 }
 
 /// What a scan may read for every byte it is given.
-const WORK_PER_BYTE: usize = 8;
+const WORK_PER_BYTE: usize = 4;
 /// What a scan may read on top of that: small messages are never cut short.
 const WORK_BASE: usize = 1 << 20;
 /// What one call of a hand-written matcher counts for: they read a few dozen bytes.
 const CUSTOM_WORK: usize = 16;
-
-/// The rule id of the finding a scan reports when it ran out of [`Work`].
-pub const OVERLOAD_RULE: &str = "scan-overload";
 
 impl Work {
     fn new() -> Work {
@@ -1173,7 +1195,6 @@ impl Work {
     }
 
     fn take(&mut self, n: usize) -> bool {
-        SPENT.with(|w| *w.borrow_mut() += n);
         match self.left.checked_sub(n) {
             Some(left) => {
                 self.left = left;
@@ -1187,25 +1208,29 @@ impl Work {
     }
 }
 
-thread_local! { pub static SPENT: std::cell::RefCell<usize> = const { std::cell::RefCell::new(0) }; }
-/// A crowd is this many anchor hits of one rule, each within the rule's reach of the one before.
-const CROWD: usize = 1 << 30;
+/// A crowd is this many anchor hits of one rule within the rule's reach of each other: at
+/// least one every `reach / CROWD` bytes. Ordinary text is never that dense.
+const CROWD: usize = 8;
 
-/// If `hits` begins with a crowd, where its last hit starts: the crowd goes on as long as hits
-/// keep following each other within `reach` bytes.
+/// If `hits` begins with a crowd, where its last hit starts: the crowd goes on as long as
+/// every [`CROWD`] consecutive hits fit within `reach` bytes.
 fn crowd(hits: &[(u16, u32, u32)], reach: usize) -> Option<usize> {
-    let mut last = hits.first()?.1 as usize;
-    let mut n = 1;
-    for &(_, start, _) in &hits[1..] {
-        let start = start as usize;
-        if start > last.saturating_add(reach) {
-            break;
-        }
-        last = start;
-        n += 1;
+    let dense = |first: usize, last: usize| {
+        (hits[last].1 as usize).saturating_sub(hits[first].1 as usize) <= reach
+    };
+    if hits.len() < CROWD || !dense(0, CROWD - 1) {
+        return None;
     }
-    (n >= CROWD).then_some(last)
+    let mut last = CROWD - 1;
+    while last + 1 < hits.len() && dense(last + 2 - CROWD, last + 1) {
+        last += 1;
+    }
+    Some(hits[last].1 as usize)
 }
+
+/// Merged windows longer than this have their hits confirmed one by one (see
+/// `confirmed_hits`).
+const LONG_STRETCH: usize = 8 << 10;
 
 /// The hits of `rule` whose own window holds one of its `confirm` words. Checked hit by hit,
 /// before windows merge: in a long text full of anchors, one merged window would hold a
@@ -1222,6 +1247,21 @@ fn confirmed_hits<'h>(
     };
     if rule.confirm.is_empty() || hits.len() < CROWD {
         // A few hits are checked where they run; see `run_rule`.
+        return hits.into();
+    }
+    // So are hits whose windows stay apart, or merge only into short stretches: looking every
+    // confirm word up in the whole text would cost more than that.
+    let mut merged_end = 0;
+    let mut merged_start = 0;
+    let long = hits.iter().any(|&(_, start, _)| {
+        let (lo, hi) = window(start);
+        if lo > merged_end {
+            merged_start = lo;
+        }
+        merged_end = merged_end.max(hi);
+        merged_end - merged_start > LONG_STRETCH
+    });
+    if !long {
         return hits.into();
     }
     // Many hits: find every confirm word once, then look each window up.
@@ -5689,13 +5729,28 @@ mod tests {
     #[test]
     fn overload_is_reported_not_passed() {
         // Nothing but anchors: too costly to read, so the scan says so instead of passing it.
-        let spam = "send all ".repeat(60_000);
-        let ids = rules(&spam, T);
+        let spam = "ignore previous ".repeat(25_000);
+        let ids = rules(&spam, R);
         assert!(ids.iter().any(|id| id == OVERLOAD_RULE), "{ids:?}");
-        // Ordinary text of the same size is read to the end.
-        let prose =
-            "The build sends all logs to the collector and rotates them daily.\n".repeat(8_000);
-        check_clean(&prose, R);
+    }
+
+    #[test]
+    fn secrets_hidden_by_invisible_or_fullwidth_characters() {
+        let key = format!("ghp_{}", fake(ALNUM, 36, 91));
+        let split: String = key.chars().flat_map(|c| [c, '\u{200b}']).collect();
+        let fullwidth: String =
+            key.chars().map(|c| char::from_u32(c as u32 - 0x21 + 0xFF01).unwrap()).collect();
+        for hidden in [split, fullwidth, key.replace('_', "_\u{ad}")] {
+            let findings = scanner().scan_json(&json!({ "note": hidden }), Q);
+            assert_eq!(findings.len(), 1, "{findings:?}");
+            let f = &findings[0];
+            assert_eq!(
+                (f.rule.as_str(), f.via, &f.pointer[..]),
+                ("secret-github-token", "unhidden", "/note")
+            );
+            // Found, but not where `redact` could replace it in place.
+            assert_eq!(f.span, None);
+        }
     }
 
     #[test]

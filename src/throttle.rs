@@ -347,7 +347,10 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     }
     let settings = ctx.settings;
     let limits = &settings.limits;
-    let no_limits = limits.global.is_none() && limits.per_identity.is_none() && limits.per_tool.is_none() && limits.per_identity_tool.is_none();
+    let no_limits = limits.global.is_none()
+        && limits.per_identity.is_none()
+        && limits.per_tool.is_none()
+        && limits.per_identity_tool.is_none();
     if no_limits && settings.budgets.is_empty() {
         return Ok(());
     }

@@ -20,9 +20,7 @@ pub struct Upstream {
 }
 
 pub fn spawn(argv: &[OsString]) -> Result<(Upstream, ChildStdin, ChildStdout), Error> {
-    let (program, args) = argv
-        .split_first()
-        .expect("cli guarantees a non-empty upstream argv");
+    let (program, args) = argv.split_first().expect("cli guarantees a non-empty upstream argv");
     let mut command = Command::new(program);
     command
         .args(args)
@@ -31,19 +29,10 @@ pub fn spawn(argv: &[OsString]) -> Result<(Upstream, ChildStdin, ChildStdout), E
         .stderr(Stdio::inherit())
         .process_group(0);
     signal::prepare_child(&mut command);
-    let mut child = command
-        .spawn()
-        .map_err(|err| Error::spawn(program.to_string_lossy(), err))?;
+    let mut child = command.spawn().map_err(|err| Error::spawn(program.to_string_lossy(), err))?;
     let stdin = child.stdin.take().expect("stdin was piped");
     let stdout = child.stdout.take().expect("stdout was piped");
-    Ok((
-        Upstream {
-            child,
-            status: None,
-        },
-        stdin,
-        stdout,
-    ))
+    Ok((Upstream { child, status: None }, stdin, stdout))
 }
 
 impl Upstream {
@@ -87,9 +76,7 @@ impl Upstream {
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
                 // wait fails only if the child was already reaped, which `status` records.
                 Err(_) => {
-                    return self
-                        .status
-                        .unwrap_or_else(|| ExitStatus::from_raw(signal::SIGKILL))
+                    return self.status.unwrap_or_else(|| ExitStatus::from_raw(signal::SIGKILL))
                 }
             }
         }

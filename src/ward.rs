@@ -61,10 +61,16 @@ pub struct Ward {
 impl Ward {
     /// The defaults of `--enable-ward`: block everything, redact secrets in results.
     pub fn defaults(scanner: Scanner) -> Ward {
-        let actions = [Category::Injection, Category::RoleHijack, Category::Exfiltration, Category::ToolPoisoning, Category::Secret]
-            .into_iter()
-            .map(|category| (category, Action::Block))
-            .collect();
+        let actions = [
+            Category::Injection,
+            Category::RoleHijack,
+            Category::Exfiltration,
+            Category::ToolPoisoning,
+            Category::Secret,
+        ]
+        .into_iter()
+        .map(|category| (category, Action::Block))
+        .collect();
         Ward { scanner, actions, secret_in_results: Action::Redact }
     }
 
@@ -124,9 +130,16 @@ fn check_request(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny
         "tools/call" | "prompts/get" => {
             let action = ctx.action()?;
             if method == "tools/call" {
-                if let Some(found) = action.name.as_deref().and_then(|name| gate.quarantine.get(name)) {
+                if let Some(found) =
+                    action.name.as_deref().and_then(|name| gate.quarantine.get(name))
+                {
                     let data = serde_json::json!({ "category": found.category.name() });
-                    return Err(Deny { code: WARD_BLOCKED, reason: found.why, rule: Some(found.rule), data: Some(data) });
+                    return Err(Deny {
+                        code: WARD_BLOCKED,
+                        reason: found.why,
+                        rule: Some(found.rule),
+                        data: Some(data),
+                    });
                 }
             }
             action.arguments.map(|raw| raw.get())
@@ -165,31 +178,67 @@ fn check_response(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Den
 
 /// Applies the actions of `findings` to the message: the first blocking finding refuses it;
 /// secrets with `redact` are replaced in place.
-fn decide(ward: &Ward, ctx: &mut Ctx<'_>, findings: &[Finding], target: Target, what: &str) -> Result<(), Deny> {
+fn decide(
+    ward: &Ward,
+    ctx: &mut Ctx<'_>,
+    findings: &[Finding],
+    target: Target,
+    what: &str,
+) -> Result<(), Deny> {
     if findings.is_empty() {
         return Ok(());
     }
     for finding in findings {
-        info!("ward: {} in {what}: {} ({}): {}", finding.category.name(), finding.rule, finding.via, finding.excerpt);
+        info!(
+            "ward: {} in {what}: {} ({}): {}",
+            finding.category.name(),
+            finding.rule,
+            finding.via,
+            finding.excerpt
+        );
     }
-    if let Some(finding) = findings.iter().find(|finding| ward.action(finding, target) == Action::Block) {
+    if let Some(finding) =
+        findings.iter().find(|finding| ward.action(finding, target) == Action::Block)
+    {
         return Err(block(finding, what));
     }
     // A secret found only after decoding (base64, hex…) has no place in the text to replace:
     // redaction cannot remove it, so the message is refused instead.
     let unredactable = findings.iter().find(|finding| {
-        finding.category == Category::Secret && finding.span.is_none() && ward.action(finding, target) == Action::Redact
+        finding.category == Category::Secret
+            && finding.span.is_none()
+            && ward.action(finding, target) == Action::Redact
     });
     if let Some(finding) = unredactable {
         return Err(block(finding, what));
     }
-    let redact = findings.iter().any(|finding| finding.category == Category::Secret && ward.action(finding, target) == Action::Redact);
+    let redact = findings.iter().any(|finding| {
+        finding.category == Category::Secret && ward.action(finding, target) == Action::Redact
+    });
     if redact {
         redact_message(ward, ctx)?;
     }
-    ctx.rule = Some(findings.iter().map(|finding| finding.rule.as_str()).collect::<Vec<_>>().join(","));
+    ctx.rule =
+        Some(findings.iter().map(|finding| finding.rule.as_str()).collect::<Vec<_>>().join(","));
+    ctx.detail = Some(findings_detail(findings, what));
     ctx.flagged = true;
     Ok(())
+}
+
+/// The findings as the ledger records them: rule, category, where, and the (masked) excerpt.
+fn findings_detail(findings: &[Finding], what: &str) -> Value {
+    let items: Vec<Value> = findings
+        .iter()
+        .map(|finding| {
+            serde_json::json!({
+                "rule": finding.rule,
+                "category": finding.category.name(),
+                "via": finding.via,
+                "excerpt": finding.excerpt,
+            })
+        })
+        .collect();
+    serde_json::json!({ "where": what, "findings": items })
 }
 
 fn block(finding: &Finding, what: &str) -> Deny {
@@ -199,7 +248,8 @@ fn block(finding: &Finding, what: &str) -> Deny {
         finding.rule,
         finding.excerpt
     );
-    let data = serde_json::json!({ "category": finding.category.name() });
+    let data =
+        serde_json::json!({ "category": finding.category.name(), "excerpt": finding.excerpt });
     Deny { code: WARD_BLOCKED, reason, rule: Some(finding.rule.clone()), data: Some(data) }
 }
 
@@ -209,7 +259,9 @@ fn redact_message(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         Kind::Response => ctx.result_mut()?,
         _ => match ctx.params_mut()? {
             // In a call, only the arguments are redacted; the tool's name stays.
-            Some(Value::Object(params)) if params.contains_key("arguments") => params.get_mut("arguments"),
+            Some(Value::Object(params)) if params.contains_key("arguments") => {
+                params.get_mut("arguments")
+            }
             other => other,
         },
     };
@@ -223,7 +275,8 @@ fn redact_message(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
 
 /// Removes poisoned and drifted tools from a `tools/list` result.
 fn screen_tools(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
-    let Some(Value::Array(tools)) = ctx.result_mut()?.and_then(|result| result.get_mut("tools")) else {
+    let Some(Value::Array(tools)) = ctx.result_mut()?.and_then(|result| result.get_mut("tools"))
+    else {
         return Ok(());
     };
     let before = tools.len();
@@ -234,7 +287,9 @@ fn screen_tools(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny>
     for tool in tools.iter() {
         let name = tool.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
         let findings = ward.scanner.scan_json(tool, Target::ToolDefinition);
-        let blocking = findings.iter().find(|finding| ward.action(finding, Target::ToolDefinition) == Action::Block);
+        let blocking = findings
+            .iter()
+            .find(|finding| ward.action(finding, Target::ToolDefinition) == Action::Block);
         match blocking {
             Some(finding) if !poisoned.contains_key(&name) => {
                 let why = format!(
@@ -245,12 +300,19 @@ fn screen_tools(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny>
                 );
                 warn!("{why}");
                 notes.push(format!("{name}: {}", finding.rule));
-                poisoned.insert(name, Quarantined { why, category: finding.category, rule: finding.rule.clone() });
+                poisoned.insert(
+                    name,
+                    Quarantined { why, category: finding.category, rule: finding.rule.clone() },
+                );
             }
             Some(_) => {}
             None => {
                 for finding in &findings {
-                    info!("ward: tool `{name}`: {} ({}) logged", finding.rule, finding.category.name());
+                    info!(
+                        "ward: tool `{name}`: {} ({}) logged",
+                        finding.rule,
+                        finding.category.name()
+                    );
                 }
             }
         }
@@ -286,8 +348,16 @@ fn screen_instructions(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     let Some(Value::Object(result)) = ctx.result_mut()? else { return Ok(()) };
     let Some(Value::String(text)) = result.get("instructions") else { return Ok(()) };
     let findings = ward.scanner.scan_text(text, Target::ToolDefinition);
-    if let Some(finding) = findings.iter().find(|finding| ward.action(finding, Target::ToolDefinition) == Action::Block) {
-        warn!("ward: the server's instructions were removed: {} (rule {}): \"{}\"", finding.category.name(), finding.rule, finding.excerpt);
+    if let Some(finding) = findings
+        .iter()
+        .find(|finding| ward.action(finding, Target::ToolDefinition) == Action::Block)
+    {
+        warn!(
+            "ward: the server's instructions were removed: {} (rule {}): \"{}\"",
+            finding.category.name(),
+            finding.rule,
+            finding.excerpt
+        );
         result.remove("instructions");
         ctx.changed = true;
         ctx.flagged = true;
@@ -314,7 +384,9 @@ pub fn check_pins(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
             let method = ctx.request.as_ref().map(|open| open.method.clone());
             match method.as_deref() {
                 Some("tools/list") => {
-                    let Some(Value::Array(tools)) = ctx.result_mut()?.and_then(|result| result.get_mut("tools")) else {
+                    let Some(Value::Array(tools)) =
+                        ctx.result_mut()?.and_then(|result| result.get_mut("tools"))
+                    else {
                         return Ok(());
                     };
                     let review = pins.review_list(tools);
@@ -322,14 +394,32 @@ pub fn check_pins(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
                         warn!("pins: {err}");
                     }
                     let mut notes = Vec::new();
+                    let mut removed = Vec::new();
                     for finding in &review.findings {
                         let name = finding.name.as_deref().unwrap_or("(no name)");
                         match &finding.status {
                             crate::pin::Status::Pinned { .. } => {}
-                            crate::pin::Status::New { pin } => info!("pins: pinned new tool `{name}` ({pin})"),
+                            crate::pin::Status::New { pin } => {
+                                info!("pins: pinned new tool `{name}` ({pin})")
+                            }
                             status => {
-                                warn!("pins: tool `{name}` removed from tools/list: {}", status.label());
+                                warn!(
+                                    "pins: tool `{name}` removed from tools/list: {}",
+                                    status.label()
+                                );
                                 notes.push(format!("{name}: {}", status.label()));
+                                let (old, new) = match status {
+                                    crate::pin::Status::Drift { old, new } => {
+                                        (Some(old.as_str()), Some(new.as_str()))
+                                    }
+                                    crate::pin::Status::Unpinned { pin }
+                                    | crate::pin::Status::Duplicate { pin }
+                                    | crate::pin::Status::TooMany { pin } => {
+                                        (None, Some(pin.as_str()))
+                                    }
+                                    _ => (None, None),
+                                };
+                                removed.push(serde_json::json!({ "tool": name, "status": status.label(), "old": old, "new": new }));
                             }
                         }
                     }
@@ -339,6 +429,9 @@ pub fn check_pins(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
                         ctx.flagged = true;
                         ctx.rule = Some(format!("pins removed {}", notes.join("; ")));
                     }
+                    if !removed.is_empty() {
+                        ctx.detail = Some(serde_json::json!({ "pins": removed }));
+                    }
                     Ok(())
                 }
                 Some("initialize") => {
@@ -347,7 +440,8 @@ pub fn check_pins(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
                         return Ok(());
                     }
                     let Some(Value::Object(result)) = ctx.result_mut()? else { return Ok(()) };
-                    let review = pins.review_instructions(result.get("instructions").and_then(Value::as_str));
+                    let review = pins
+                        .review_instructions(result.get("instructions").and_then(Value::as_str));
                     if let Some(err) = &review.file_error {
                         warn!("pins: {err}");
                     }
@@ -382,7 +476,12 @@ pub fn scan_document(scanner: &Scanner, text: &str) -> Vec<String> {
         }
         match serde_json::from_str::<Value>(line) {
             Ok(value) => scan_message(scanner, &value, idx + 1, &mut out),
-            Err(_) => report(&mut out, idx + 1, "text (not JSON)", &scanner.scan_text(line, Target::Response)),
+            Err(_) => report(
+                &mut out,
+                idx + 1,
+                "text (not JSON)",
+                &scanner.scan_text(line, Target::Response),
+            ),
         }
     }
     out
@@ -393,7 +492,12 @@ fn scan_message(scanner: &Scanner, value: &Value, line: usize, out: &mut Vec<Str
     if let Some(Value::Array(tools)) = result.get("tools") {
         for tool in tools {
             let name = tool.get("name").and_then(Value::as_str).unwrap_or("(no name)");
-            report(out, line, &format!("tool `{name}`"), &scanner.scan_json(tool, Target::ToolDefinition));
+            report(
+                out,
+                line,
+                &format!("tool `{name}`"),
+                &scanner.scan_json(tool, Target::ToolDefinition),
+            );
         }
     }
     if let Some(Value::String(text)) = result.get("instructions") {
@@ -404,7 +508,12 @@ fn scan_message(scanner: &Scanner, value: &Value, line: usize, out: &mut Vec<Str
     match method {
         "tools/call" | "prompts/get" => {
             if let Some(arguments) = params.and_then(|params| params.get("arguments")) {
-                report(out, line, &format!("{method} arguments"), &scanner.scan_json(arguments, Target::Request));
+                report(
+                    out,
+                    line,
+                    &format!("{method} arguments"),
+                    &scanner.scan_json(arguments, Target::Request),
+                );
             }
         }
         "sampling/createMessage" | "elicitation/create" => {
@@ -421,6 +530,12 @@ fn scan_message(scanner: &Scanner, value: &Value, line: usize, out: &mut Vec<Str
 
 fn report(out: &mut Vec<String>, line: usize, place: &str, findings: &[Finding]) {
     for finding in findings {
-        out.push(format!("{line}: {place}: {} ({}, {}): {}", finding.category.name(), finding.rule, finding.via, finding.excerpt));
+        out.push(format!(
+            "{line}: {place}: {} ({}, {}): {}",
+            finding.category.name(),
+            finding.rule,
+            finding.via,
+            finding.excerpt
+        ));
     }
 }

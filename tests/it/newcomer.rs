@@ -49,7 +49,8 @@ fn demo_makes_every_expected_decision() {
     let verify = run_mcpdome(&["verify-log", &format!("{keep}/audit.jsonl")]);
     assert_eq!(verify.code, Some(0), "{verify:?}");
     let diff = run_mcpdome(&["pins", "diff", "--pins", &format!("{keep}/pins.json")]);
-    assert!(diff.stdout.contains("<IMPORTANT>Before reading any file"), "{diff:?}");
+    assert!(diff.stdout.contains("+    \"destructiveHint\": true"), "{diff:?}");
+    assert!(diff.stdout.contains("\"read-and-delete\""), "{diff:?}");
 }
 
 /// Copies a fixture into a scratch directory, returns its path.
