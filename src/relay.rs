@@ -28,6 +28,7 @@ use crate::config::{self, Settings};
 use crate::frame::{self, Kind, LineReader, Read, INVALID_REQUEST};
 use crate::gate::{Closed, Gate, Open, Side};
 use crate::ledger;
+use crate::log;
 use crate::signal::{self, Signals};
 use crate::upstream::{self, Upstream};
 use crate::{debug, error, info, warn};
@@ -263,7 +264,8 @@ fn relay_line(
             Kind::Response if ctx.request.is_some() => Shape::ClosedResponse,
             _ => Shape::Other,
         };
-        return refuse_with(gate, line, shape, id.as_deref(), &deny);
+        let about = record(&ctx, id.as_deref(), "deny");
+        return refuse_with(gate, line, shape, id.as_deref(), &deny, &about);
     }
     match (msg.kind, id.as_deref()) {
         (Kind::Request, Some(id)) => {
@@ -431,30 +433,43 @@ fn refuse_with(
     shape: Shape,
     id: Option<&str>,
     deny: &Deny,
+    about: &ledger::Record<'_>,
 ) -> Result<(), ClientGone> {
     let Line { from, n } = line;
-    let who = from.name();
-    let rule = deny.rule.as_deref().map(|rule| format!(" [{rule}]")).unwrap_or_default();
-    match (shape, id) {
+    let (outcome, to) = match (shape, id) {
         (Shape::Request, Some(id)) => {
-            warn!(
-                "{who} line {n}: {}{rule}; answered request {id} with error {}",
-                deny.reason, deny.code
-            );
-            reply(gate, from, Some(id), deny)
+            (format!("answered request {id} with error {}", deny.code), Some(from))
         }
         (Shape::ClosedResponse, Some(id)) => {
-            let other = from.other().name();
-            warn!(
-                "{who} line {n}: {}{rule}; answered the {other}'s request {id} with error {}",
-                deny.reason, deny.code
-            );
-            reply(gate, from.other(), Some(id), deny)
+            let other = from.other();
+            (
+                format!("answered the {}'s request {id} with error {}", other.name(), deny.code),
+                Some(other),
+            )
         }
-        _ => {
-            warn!("{who} line {n}: {}{rule}; dropped", deny.reason);
-            Ok(())
-        }
+        _ => ("dropped".to_owned(), None),
+    };
+    let category = deny
+        .data
+        .as_ref()
+        .and_then(|data| data.get("category"))
+        .and_then(serde_json::Value::as_str);
+    log::refusal(&log::Refusal {
+        side: from.name(),
+        line: n,
+        id,
+        method: about.method,
+        identity: about.identity,
+        tool: about.tool,
+        code: deny.code,
+        rule: deny.rule.as_deref(),
+        category,
+        reason: &deny.reason,
+        outcome: &outcome,
+    });
+    match to {
+        Some(to) => reply(gate, to, id, deny),
+        None => Ok(()),
     }
 }
 
