@@ -465,13 +465,17 @@ fn push_string(line: &mut Vec<u8>, key: &str, value: &str) {
 /// Writes JSON text from a peer (an id, the arguments) as JSON. Valid JSON on one line goes in
 /// as the bytes that came, so `1.0` stays `1.0`; valid JSON with line breaks in its whitespace is
 /// re-serialised, since a line break would end our line; anything else is recorded as a string.
+///
+/// "Valid" means what the verifier can read back: a full `Value` parse, which also refuses
+/// numbers out of `f64` range (`1e999`). A skip-only parse accepts those, and a line holding
+/// one could then never be read again: a peer could break the chain for every later restart.
 fn push_json_text(line: &mut Vec<u8>, text: &str) {
     let one_line = !text.bytes().any(|b| b == b'\n' || b == b'\r');
-    if one_line && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
-        line.extend_from_slice(text.trim_matches([' ', '\t']).as_bytes());
-        return;
-    }
     let res = match serde_json::from_str::<Value>(text) {
+        Ok(_) if one_line => {
+            line.extend_from_slice(text.trim_matches([' ', '\t']).as_bytes());
+            return;
+        }
         Ok(value) => serde_json::to_writer(&mut *line, &value),
         Err(_) => serde_json::to_writer(&mut *line, text),
     };
