@@ -1205,7 +1205,7 @@ fn is_header(line: &str) -> bool {
 fn minutes(text: &str) -> Option<u16> {
     let (h, m) = text.split_once(':').unwrap_or((text, "0"));
     let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-    (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
+    (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then(|| h * 60 + m)
 }
 
 /// Parses a settings text that must be valid; for tests elsewhere in the crate.
