@@ -158,7 +158,9 @@ pub fn ledger(data: &[u8]) {
 ///   ligature, three bytes to three, is not quite right), no ASCII upper case, no control or
 ///   invisible characters (ANSI escapes, C1 controls, zero-width and bidi characters, soft
 ///   hyphens, variation selectors, tag characters), and whitespace only as single `' '` or
-///   `'\n'` between visible characters.
+///   `'\n'` between visible characters. Outside escape sequences, any whitespace character
+///   folds as an ASCII space does, or as a line feed does if it is a line break (`\r`, VT, FF,
+///   NEL, U+2028, U+2029).
 /// - [`normalize::leet`] holds lines of its input, in order, each changed only where a leet
 ///   character became a letter (so each is as long as its line) and each changed somewhere.
 /// - [`normalize::profile`] is right about what the text needs, since the scanner skips the
@@ -1482,6 +1484,22 @@ fn check_normalize(text: &str) {
         assert_eq!(folded, fold_plain(text), "fold of plain text");
     }
     assert_eq!(normalize::decode_with(text, &profile), decoded, "decode_with");
+    if !text.contains(['\u{1b}', '\u{9b}']) {
+        // Outside escape sequences every whitespace character only separates words.
+        let spaced: String = text
+            .chars()
+            .map(|c| match c {
+                '\n' | '\r' | '\u{b}' | '\u{c}' | '\u{85}' | '\u{2028}' | '\u{2029}' => '\n',
+                c if c.is_whitespace() => ' ',
+                c => c,
+            })
+            .collect();
+        assert_eq!(
+            normalize::fold(&spaced),
+            folded,
+            "whitespace folded unlike a space or line break"
+        );
+    }
     let needed = normalize::fold_where_needed(text);
     assert_eq!(normalize::fold(&needed), folded, "fold of fold_where_needed");
 
