@@ -510,7 +510,7 @@ fn push_timestamp(line: &mut Vec<u8>, millis: u64) {
 
 /// (year, month, day) of a day counted from 1970-01-01: Howard Hinnant's `civil_from_days`,
 /// with eras of 400 years starting on 0000-03-01, so that leap days fall at the end of a year.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z - era * 146_097;

@@ -1277,7 +1277,7 @@ fn now_secs() -> u64 {
 
 /// `2026-07-30T12:00:00Z`.
 fn utc_timestamp(unix_secs: u64) -> String {
-    let (year, month, day) = civil_from_days(unix_secs / 86_400);
+    let (year, month, day) = crate::ledger::civil_from_days(unix_secs / 86_400);
     let of_day = unix_secs % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
@@ -1285,21 +1285,6 @@ fn utc_timestamp(unix_secs: u64) -> String {
         of_day / 60 % 60,
         of_day % 60
     )
-}
-
-/// (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's `civil_from_days`, as
-/// in `ledger`).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
-    (era * 400 + year_of_era + u64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]
