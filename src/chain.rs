@@ -61,6 +61,8 @@ pub const WARD_BLOCKED: i32 = -32014;
 pub const PIN_DENIED: i32 = -32015;
 /// The audit log could not be written, so the action is not taken.
 pub const AUDIT_FAILED: i32 = -32016;
+/// The upstream did not answer within the request timeout; mcpdome cancelled the request.
+pub const REQUEST_TIMEOUT: i32 = -32017;
 /// The params are not what the method needs (JSON-RPC's invalid params).
 pub const INVALID_PARAMS: i32 = -32602;
 

@@ -85,6 +85,14 @@ Options:
       --shutdown-grace <DURATION> How long the server may take to exit after its
                                   stdin closes, and again after SIGTERM, before it
                                   gets SIGKILL (e.g. 500ms, 2s; default 2s)
+      --request-timeout <DURATION>
+                                  How long a client request may wait for the
+                                  server's answer (default 10m; `off` or 0
+                                  disables it; overrides [mcpdome]
+                                  request_timeout). A progress notification
+                                  for the request starts the wait again. When
+                                  it runs out the client gets error -32017 and
+                                  the server notifications/cancelled
       --log-level <LEVEL>         off, error, warn, info or debug (default warn)
       --log-format <FORMAT>       text (default) or json: one JSON object per line
   -h, --help                      Print help
@@ -302,6 +310,8 @@ pub struct ProxyArgs {
     pub enable_rate_limit: bool,
     pub max_message_bytes: usize,
     pub shutdown_grace: Duration,
+    /// `--request-timeout`; `None` when not given (the settings file or the default decide).
+    pub request_timeout: Option<Duration>,
     pub log_level: Level,
     pub log_format: Format,
     pub ledger: Option<PathBuf>,
@@ -582,6 +592,7 @@ fn parse_proxy(parser: &mut lexopt::Parser) -> Result<Command, Error> {
         enable_rate_limit: false,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         shutdown_grace: Duration::from_secs(2),
+        request_timeout: None,
         log_level: Level::Warn,
         log_format: Format::Text,
         ledger: None,
@@ -611,6 +622,14 @@ fn parse_proxy(parser: &mut lexopt::Parser) -> Result<Command, Error> {
                         "invalid value {text:?} for `--shutdown-grace`: expected a duration such as 500ms or 2s"
                     ))
                 })?;
+            }
+            Long("request-timeout") => {
+                let text = parser.value()?.string()?;
+                args.request_timeout = Some(parse_timeout(&text).ok_or_else(|| {
+                    Error::usage(format!(
+                        "invalid value {text:?} for `--request-timeout`: expected a duration such as 90s or 10m, or off"
+                    ))
+                })?);
             }
             Long("log-level") => {
                 let text = parser.value()?.string()?;
@@ -741,7 +760,15 @@ fn parse_size(text: &str) -> Option<usize> {
     (1024..=(usize::MAX >> 1)).contains(&bytes).then_some(bytes)
 }
 
-/// `2s`, `500ms`, `1m`; a bare number is seconds.
+/// A timeout: a duration, or `off` (zero, which also means off).
+pub fn parse_timeout(text: &str) -> Option<Duration> {
+    match text {
+        "off" => Some(Duration::ZERO),
+        _ => parse_duration(text),
+    }
+}
+
+/// `2s`, `500ms`, `1m`, `1h`; a bare number is seconds.
 fn parse_duration(text: &str) -> Option<Duration> {
     let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let n: u64 = digits.parse().ok()?;
@@ -749,6 +776,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
         "ms" => Some(Duration::from_millis(n)),
         "" | "s" => Some(Duration::from_secs(n)),
         "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
         _ => None,
     }
 }
@@ -830,6 +858,18 @@ mod tests {
         assert_eq!(args.shutdown_grace, Duration::from_millis(250));
         assert_eq!(args.log_level, Level::Debug);
         assert_eq!(proxy(&["s"]).max_message_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn request_timeouts() {
+        assert_eq!(proxy(&["s"]).request_timeout, None);
+        let timeout = |text: &str| proxy(&["--request-timeout", text, "s"]).request_timeout;
+        assert_eq!(timeout("300ms"), Some(Duration::from_millis(300)));
+        assert_eq!(timeout("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(timeout("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(timeout("off"), Some(Duration::ZERO));
+        assert_eq!(timeout("0"), Some(Duration::ZERO));
+        usage_error(&["proxy", "--request-timeout", "never", "s"], "invalid value \"never\" for `--request-timeout`: expected a duration such as 90s or 10m, or off");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Switches {
 pub struct Config {
     pub max_message_bytes: usize,
     pub shutdown_grace: Duration,
+    /// `--request-timeout`, if given; it overrides `[mcpdome] request_timeout`. Zero is off.
+    pub request_timeout: Option<Duration>,
     /// The settings file, if one is in use; watched for changes.
     pub config_file: Option<PathBuf>,
     pub enable_ward: bool,
@@ -72,6 +74,7 @@ impl Config {
         let config = Config {
             max_message_bytes: args.max_message_bytes,
             shutdown_grace: args.shutdown_grace,
+            request_timeout: args.request_timeout,
             config_file,
             enable_ward: args.enable_ward,
             enable_schema_pin: args.enable_schema_pin,
@@ -99,6 +102,8 @@ pub struct Settings {
     /// `None` when the file has no rules and no `default_effect`: actions are not governed.
     pub policy: Option<Policy>,
     pub allow_anonymous: bool,
+    /// `[mcpdome] request_timeout`, if set; zero is off.
+    pub request_timeout: Option<Duration>,
     pub keys: Vec<Key>,
     pub limits: Limits,
     pub budgets: Vec<BudgetRule>,
@@ -139,6 +144,7 @@ impl Settings {
             from_file: false,
             policy: None,
             allow_anonymous: true,
+            request_timeout: None,
             keys: Vec::new(),
             limits: if switches.rate_limit { Limits::defaults() } else { Limits::default() },
             budgets: Vec::new(),
@@ -330,11 +336,19 @@ pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Ve
     }
 
     let mut default_effect = None;
+    let mut request_timeout = None;
     if let Some(table) = p.table(&root, "mcpdome") {
         let at = p.locate_section("mcpdome", None);
         let mut t = Fields::new(&mut p, table, "[mcpdome]", at);
         default_effect = t.effect("default_effect");
-        t.finish(&["default_effect"]);
+        if let Some(text) = t.string("request_timeout") {
+            request_timeout = crate::cli::parse_timeout(&text);
+            if request_timeout.is_none() {
+                let message = format!("`request_timeout` must be a duration such as \"90s\" or \"10m\", or \"off\"; found {text:?}");
+                t.error("request_timeout", message);
+            }
+        }
+        t.finish(&["default_effect", "request_timeout"]);
     }
     let mut allow_anonymous = true;
     if let Some(table) = p.table(&root, "sentinel") {
@@ -501,6 +515,7 @@ pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Ve
         from_file: true,
         policy,
         allow_anonymous,
+        request_timeout,
         keys,
         limits,
         budgets,

@@ -501,6 +501,7 @@ fn config() -> Config {
     Config {
         max_message_bytes: LIMIT,
         shutdown_grace: Duration::ZERO,
+        request_timeout: None,
         config_file: None,
         enable_ward: false,
         enable_schema_pin: false,

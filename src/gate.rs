@@ -12,7 +12,12 @@
 //!   open request gets exactly one answer. Ids are tracked per direction because both sides
 //!   number their requests independently (both may use id 0 at once). A cancelled request moves
 //!   to a short list of recent cancellations, so a late answer to it is still recognised while
-//!   a server that never answers a cancelled request costs no memory.
+//!   a server that never answers a cancelled request costs no memory. The timer thread
+//!   ([`Gate::expire`]) takes requests whose time ran out, and the outbound thread moves a
+//!   request's deadline when the server reports progress on it ([`Gate::progress`]).
+//! - `clock`: milliseconds since the gate was made, written by the timer thread every tick and
+//!   read by the relay threads when a request opens, so a request costs an atomic load instead
+//!   of a clock read.
 //!
 //! - `settings`: the settings file's contents, replaced whole by a reload (main thread). Each
 //!   relay thread keeps its own `Arc` of them ([`SettingsCache`]) and takes the lock again only
@@ -27,8 +32,9 @@ use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
+use std::time::{Duration, Instant};
 
 use crate::auth::Identity;
 use crate::config::{Config, Settings};
@@ -83,7 +89,14 @@ pub struct Gate {
     /// Tools the ward removed from a list; calls to them are refused.
     pub quarantine: Quarantine,
     writers: [Mutex<Option<Writer>>; 2],
+    /// Set by [`Gate::close`] when the writer was busy: the thread writing closes it after its
+    /// write.
+    closing: [AtomicBool; 2],
     requests: [Mutex<Requests>; 2],
+    /// When the gate was made; `clock` counts from here.
+    epoch: Instant,
+    /// Milliseconds since `epoch`, as of the timer thread's last tick.
+    clock: AtomicU64,
 }
 
 /// What the gateway remembers of a request until it is answered.
@@ -93,6 +106,12 @@ pub struct Open {
     pub method: Cow<'static, str>,
     /// Who sent it (client requests, when an identity was resolved).
     pub identity: Option<Arc<Identity>>,
+    /// How long it may wait for its answer, in milliseconds; 0 is forever.
+    pub timeout_ms: u64,
+    /// When it was sent or last reported progress, on the gate's clock ([`Gate::now_ms`]).
+    pub since_ms: u64,
+    /// `params._meta.progressToken`, if the sender asked for progress notifications.
+    pub progress: Option<Token>,
 }
 
 impl Open {
@@ -101,8 +120,46 @@ impl Open {
             Some(known) => Cow::Borrowed(*known),
             None => Cow::Owned(method.to_owned()),
         };
-        Open { method, identity }
+        Open { method, identity, timeout_ms: 0, since_ms: 0, progress: None }
     }
+
+    /// Whether its time ran out at `now_ms`. The clock is read up to one tick late when a
+    /// request opens, so a request is given one tick more, and never expires early.
+    fn expired(&self, now_ms: u64) -> bool {
+        self.timeout_ms != 0
+            && now_ms.saturating_sub(self.since_ms) >= self.timeout_ms.saturating_add(TICK_MS)
+    }
+}
+
+/// A progress token: MCP allows a string or an integer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Token {
+    Int(i64),
+    Str(Box<str>),
+}
+
+impl Token {
+    /// The token a JSON value stands for, if it is one.
+    pub fn of(value: &serde_json::Value) -> Option<Token> {
+        match value {
+            serde_json::Value::String(text) => Some(Token::Str(text.as_str().into())),
+            serde_json::Value::Number(n) => n.as_i64().map(Token::Int),
+            _ => None,
+        }
+    }
+}
+
+/// How often the timer thread ticks: the resolution of request timeouts.
+pub const TICK: Duration = Duration::from_millis(100);
+const TICK_MS: u64 = TICK.as_millis() as u64;
+
+/// A request whose time ran out, taken from the open requests by [`Gate::expire`].
+#[derive(Debug)]
+pub struct Expired {
+    /// Its id key ([`frame::id_key`](crate::frame::id_key)), which is also its JSON text.
+    pub id: String,
+    pub method: Cow<'static, str>,
+    pub timeout: Duration,
 }
 
 /// The request methods MCP defines (2025-06-18), both directions.
@@ -138,8 +195,10 @@ pub struct SettingsCache {
 struct Requests {
     ints: HashMap<i64, Open>,
     strings: HashMap<String, Open>,
-    /// The most recent cancellations, oldest first, at most `MAX_CANCELLED`.
-    cancelled: VecDeque<String>,
+    /// The most recent cancellations, oldest first, at most `MAX_CANCELLED`: the id key, and
+    /// whether mcpdome already answered the request (it timed out), so a late answer must not
+    /// reach the sender.
+    cancelled: VecDeque<(String, bool)>,
 }
 
 /// How many cancelled ids are remembered per direction.
@@ -152,6 +211,9 @@ pub enum Closed {
     Open(Open),
     /// It was cancelled recently: a late answer, which the spec tells the sender to ignore.
     Cancelled,
+    /// It timed out and mcpdome answered it: a late answer, which must not be delivered (the
+    /// sender would get two answers).
+    Answered,
     /// No such request: never sent, or already answered.
     Unknown,
 }
@@ -169,7 +231,10 @@ impl Gate {
             pins: None,
             quarantine: Quarantine::default(),
             writers: [Mutex::new(Some(to_client)), Mutex::new(Some(to_upstream))],
+            closing: [AtomicBool::new(false), AtomicBool::new(false)],
             requests: [Mutex::default(), Mutex::default()],
+            epoch: Instant::now(),
+            clock: AtomicU64::new(0),
         }
     }
 
@@ -199,12 +264,35 @@ impl Gate {
             whole.push(b'\n');
             out.write_all(&whole)
         };
-        res.and_then(|()| out.flush())
+        let res = res.and_then(|()| out.flush());
+        if self.closing[to.index()].load(Ordering::Acquire) {
+            writer.take();
+        }
+        res
     }
 
-    /// Closes the pipe to `side` (for the upstream: its stdin, which tells it to exit).
+    /// Closes the pipe to `side` (for the upstream: its stdin, which tells it to exit). Never
+    /// waits: if a write to that side is blocked (a peer that stopped reading), the writing
+    /// thread closes the pipe when its write ends, which ending the peer brings about.
     pub fn close(&self, side: Side) {
-        lock(&self.writers[side.index()]).take();
+        self.closing[side.index()].store(true, Ordering::Release);
+        match self.writers[side.index()].try_lock() {
+            Ok(mut writer) => drop(writer.take()),
+            Err(TryLockError::Poisoned(poisoned)) => drop(poisoned.into_inner().take()),
+            Err(TryLockError::WouldBlock) => {}
+        }
+    }
+
+    /// Milliseconds since the gate was made, as of the timer thread's last [`Gate::tick`].
+    pub fn now_ms(&self) -> u64 {
+        self.clock.load(Ordering::Relaxed)
+    }
+
+    /// Reads the clock for [`Gate::now_ms`]; the timer thread calls it once per [`TICK`].
+    pub fn tick(&self) -> u64 {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.clock.store(now, Ordering::Relaxed);
+        now
     }
 
     /// The settings in force now.
@@ -274,11 +362,11 @@ impl Gate {
         if let Some(open) = requests.remove(id) {
             return Closed::Open(open);
         }
-        match requests.cancelled.iter().position(|it| it == id) {
-            Some(idx) => {
-                requests.cancelled.remove(idx);
-                Closed::Cancelled
-            }
+        match requests.cancelled.iter().position(|(it, _)| it == id) {
+            Some(idx) => match requests.cancelled.remove(idx) {
+                Some((_, true)) => Closed::Answered,
+                _ => Closed::Cancelled,
+            },
             None => Closed::Unknown,
         }
     }
@@ -289,11 +377,64 @@ impl Gate {
         if requests.remove(id).is_none() {
             return false;
         }
-        if requests.cancelled.len() == MAX_CANCELLED {
-            requests.cancelled.pop_front();
-        }
-        requests.cancelled.push_back(id.to_owned());
+        requests.remember_cancelled(id.to_owned(), false);
         true
+    }
+
+    /// Takes every request sent by `from` whose time ran out at `now_ms` (see [`Open`]) and
+    /// remembers it as answered, so a late answer is dropped. Allocates only when one expired.
+    pub fn expire(&self, from: Side, now_ms: u64) -> Vec<Expired> {
+        let mut requests = lock(&self.requests[from.index()]);
+        let mut expired = Vec::new();
+        let ints: Vec<i64> = requests
+            .ints
+            .iter()
+            .filter(|(_, open)| open.expired(now_ms))
+            .map(|(n, _)| *n)
+            .collect();
+        for n in ints {
+            if let Some(open) = requests.ints.remove(&n) {
+                expired.push((n.to_string(), open));
+            }
+        }
+        let strings: Vec<String> = requests
+            .strings
+            .iter()
+            .filter(|(_, open)| open.expired(now_ms))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in strings {
+            if let Some(open) = requests.strings.remove(&id) {
+                expired.push((id, open));
+            }
+        }
+        expired
+            .into_iter()
+            .map(|(id, open)| {
+                requests.remember_cancelled(id.clone(), true);
+                let timeout = Duration::from_millis(open.timeout_ms);
+                Expired { id, method: open.method, timeout }
+            })
+            .collect()
+    }
+
+    /// The server reported progress with `token`: the open request of `from` that asked for
+    /// progress with it starts its wait again. False if no open request has that token.
+    pub fn progress(&self, from: Side, token: &Token) -> bool {
+        let now_ms = self.now_ms();
+        let mut requests = lock(&self.requests[from.index()]);
+        let Requests { ints, strings, .. } = &mut *requests;
+        let found = ints
+            .values_mut()
+            .chain(strings.values_mut())
+            .find(|open| open.progress.as_ref() == Some(token));
+        match found {
+            Some(open) => {
+                open.since_ms = now_ms;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Takes every open request sent by `from`, so the caller can answer each one.
@@ -306,6 +447,13 @@ impl Gate {
 }
 
 impl Requests {
+    fn remember_cancelled(&mut self, id: String, answered: bool) {
+        if self.cancelled.len() == MAX_CANCELLED {
+            self.cancelled.pop_front();
+        }
+        self.cancelled.push_back((id, answered));
+    }
+
     fn remove(&mut self, id: &str) -> Option<Open> {
         match int_id(id) {
             Some(n) => self.ints.remove(&n),
@@ -346,6 +494,7 @@ mod tests {
         let config = Config {
             max_message_bytes: 1024,
             shutdown_grace: Duration::ZERO,
+            request_timeout: None,
             config_file: None,
             enable_ward: false,
             enable_schema_pin: false,

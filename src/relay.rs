@@ -23,10 +23,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::chain::{self, Check, Ctx, Deny, AUDIT_FAILED, UPSTREAM_GONE};
+use crate::chain::{self, Check, Ctx, Deny, AUDIT_FAILED, REQUEST_TIMEOUT, UPSTREAM_GONE};
 use crate::config::{self, Settings};
 use crate::frame::{self, Kind, LineReader, Read, INVALID_REQUEST};
-use crate::gate::{Closed, Gate, Open, Side};
+use crate::gate::{Closed, Gate, Open, Side, Token, TICK};
 use crate::ledger;
 use crate::log;
 use crate::signal::{self, Signals};
@@ -39,6 +39,13 @@ const READ_BUFFER: usize = 64 * 1024;
 /// How often the main thread checks whether the upstream exited while its stdout stays open
 /// (a child it left behind may hold the pipe).
 const EXIT_POLL: Duration = Duration::from_millis(100);
+
+/// How long a client request may wait for its answer unless configured otherwise. Generous on
+/// purpose: a tool may legitimately run for minutes (a build, a crawl, a model call) without
+/// reporting progress, and cutting it off is worse than a client waiting. What the timeout is
+/// for is the server that will never answer (hung, deadlocked, lost the request), and ten
+/// minutes still ends that wait within one coffee break.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Why the relay stops.
 #[derive(Debug)]
@@ -73,6 +80,10 @@ pub fn run(
     thread::spawn(move || {
         let event = pump(gate, Side::Upstream, BufReader::with_capacity(READ_BUFFER, upstream_out));
         let _ = tx.send(event);
+    });
+    thread::spawn(move || loop {
+        thread::sleep(TICK);
+        expire_requests(gate);
     });
     thread::spawn(move || loop {
         let sig = signal::wait(&signals);
@@ -127,12 +138,7 @@ pub fn run(
     let open = gate.drain_requests(Side::Client);
     if !open.is_empty() {
         warn!("{why}; answering {} open request(s) with an error", open.len());
-    }
-    for id in open {
-        let line = chain::error_line(Some(&id), UPSTREAM_GONE, &format!("{why} before answering"));
-        if gate.send(Side::Client, &line).is_err() {
-            break;
-        }
+        answer_open(gate, open, &why, grace);
     }
     if let Some(ledger) = &gate.ledger {
         let detail = serde_json::json!({ "cause": format!("{cause:?}"), "upstream": upstream::describe(status) });
@@ -147,6 +153,71 @@ pub fn run(
         }
     }
     upstream::exit_code(status)
+}
+
+/// Answers the client's requests that the upstream left open. A client that stopped reading
+/// could keep these writes (and the outbound thread's) blocked forever, so they are made on a
+/// thread of their own and given `grace` to finish; mcpdome exits either way.
+fn answer_open(gate: &'static Gate, open: Vec<String>, why: &str, grace: Duration) {
+    let (done, finished) = mpsc::channel();
+    let reason = format!("{why} before answering");
+    thread::spawn(move || {
+        for id in open {
+            let line = chain::error_line(Some(&id), UPSTREAM_GONE, &reason);
+            if gate.send(Side::Client, &line).is_err() {
+                break;
+            }
+        }
+        let _ = done.send(());
+    });
+    if finished.recv_timeout(grace.max(MIN_ANSWER_WAIT)).is_err() {
+        warn!("the client is not reading; the answers to the open requests were not delivered");
+    }
+}
+
+/// The least time the open requests' final answers are given, however short the grace.
+const MIN_ANSWER_WAIT: Duration = Duration::from_millis(100);
+
+/// The timer thread's work each tick: every client request whose time ran out gets an error,
+/// and the server a `notifications/cancelled` for it, so it can stop working on it. Its late
+/// answer, if one comes, is dropped by the outbound thread ([`Closed::Answered`]).
+///
+/// This runs on its own thread because either write may block on a peer that stopped reading;
+/// the main thread must stay free to handle signals and the end of the upstream.
+fn expire_requests(gate: &Gate) {
+    let now_ms = gate.tick();
+    for expired in gate.expire(Side::Client, now_ms) {
+        let (id, method, timeout) = (&expired.id, &expired.method, expired.timeout);
+        warn!("request {id} ({method}) got no answer within {timeout:?} (request_timeout); answered with error {REQUEST_TIMEOUT} and cancelled upstream");
+        let reason = format!(
+            "the upstream server did not answer {method} within {timeout:?} (request_timeout); the request was cancelled"
+        );
+        let _ = gate.send(Side::Client, &chain::error_line(Some(id), REQUEST_TIMEOUT, &reason));
+        let cancel = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":{}}}}}"#,
+            serde_json::Value::String(format!(
+                "mcpdome: no answer within {timeout:?} (request_timeout)"
+            ))
+        );
+        if let Err(err) = gate.send(Side::Upstream, cancel.as_bytes()) {
+            debug!("cancellation of request {id} not delivered to the upstream: {err}");
+        }
+        if let Some(ledger) = &gate.ledger {
+            let detail = serde_json::json!({ "timeout_ms": timeout.as_millis() as u64 });
+            let record = ledger::Record {
+                event: "timeout",
+                direction: Some(Side::Client.name()),
+                method: Some(method),
+                id: Some(id),
+                reason: Some(&reason),
+                detail: Some(&detail),
+                ..ledger::Record::default()
+            };
+            if let Err(err) = ledger.append(&record) {
+                error!("audit log: {err}");
+            }
+        }
+    }
 }
 
 /// The client's stdout is closed; nothing more can be delivered to it.
@@ -245,6 +316,13 @@ fn relay_line(
             Closed::Cancelled => {
                 debug!("{} line {n}: late response to cancelled request {id}", from.name())
             }
+            Closed::Answered => {
+                debug!(
+                    "{} line {n}: late response to request {id}, which timed out; dropped",
+                    from.name()
+                );
+                return Ok(());
+            }
             Closed::Unknown => {
                 warn!(
                     "{} line {n}: response to id {id}, which no open request has; dropped",
@@ -269,7 +347,15 @@ fn relay_line(
     }
     match (msg.kind, id.as_deref()) {
         (Kind::Request, Some(id)) => {
-            let open = Open::new(msg.method(), ctx.identity.clone());
+            let mut open = Open::new(msg.method(), ctx.identity.clone());
+            if from == Side::Client {
+                let timeout = request_timeout(gate, settings);
+                if !timeout.is_zero() {
+                    open.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                    open.since_ms = gate.now_ms();
+                    open.progress = progress_token(&ctx);
+                }
+            }
             if !gate.open_request(from, id, open) {
                 let reason = format!("request id {id} is already in use by an unanswered request");
                 let refusal = Refusal {
@@ -283,6 +369,15 @@ fn relay_line(
             }
             if let Some(digest) = ctx.session_key {
                 gate.set_session_key(digest);
+            }
+        }
+        (Kind::Notification, _)
+            if from == Side::Upstream && msg.method() == "notifications/progress" =>
+        {
+            // Progress on a client request shows the server is working on it: its wait for
+            // the answer starts again.
+            if let Some(token) = notified_token(&msg) {
+                gate.progress(Side::Client, &token);
             }
         }
         _ if msg.method() == "notifications/cancelled" => {
@@ -404,6 +499,27 @@ fn arguments_of<'a>(ctx: &Ctx<'a>) -> Option<&'a str> {
         return None;
     }
     ctx.action().ok()?.arguments.map(|raw| raw.get())
+}
+
+/// The request timeout in force: `--request-timeout`, else `[mcpdome] request_timeout`, else
+/// [`DEFAULT_REQUEST_TIMEOUT`]. Zero is off.
+fn request_timeout(gate: &Gate, settings: &Settings) -> Duration {
+    gate.config.request_timeout.or(settings.request_timeout).unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+}
+
+/// The `params._meta.progressToken` of a request, if it has one. The bytes are searched first,
+/// so a request without one costs a substring search of its params and nothing else.
+fn progress_token(ctx: &Ctx<'_>) -> Option<Token> {
+    let raw = ctx.msg.params?.get();
+    memchr::memmem::find(raw.as_bytes(), b"progressToken")?;
+    let meta: serde_json::Value = serde_json::from_str(ctx.action().ok()?.meta?.get()).ok()?;
+    Token::of(meta.get("progressToken")?)
+}
+
+/// The `progressToken` of a `notifications/progress`.
+fn notified_token(msg: &frame::Msg<'_>) -> Option<Token> {
+    let params: serde_json::Value = serde_json::from_str(msg.params?.get()).ok()?;
+    Token::of(params.get("progressToken")?)
 }
 
 /// The `requestId` of a `notifications/cancelled`, as an id key.

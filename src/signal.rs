@@ -69,17 +69,24 @@ pub fn kill_group(pgid: u32, sig: i32) {
 
 /// Prepares a process between fork and exec: it gets an empty signal mask (it would otherwise
 /// inherit the mask [`block`] set, and ignore SIGTERM), and it receives SIGKILL when the thread
-/// that spawned it dies, so killing mcpdome with SIGKILL cannot orphan it.
+/// that spawned it dies, so killing mcpdome with SIGKILL cannot orphan it. If mcpdome died
+/// between the fork and the `prctl`, the signal would never come: the child sees that its parent
+/// changed and does not start.
 pub fn prepare_child(command: &mut Command) {
     use std::os::unix::process::CommandExt;
+    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
     // SAFETY: the closure runs between fork and exec and only calls sigemptyset,
-    // pthread_sigmask and prctl, which are async-signal-safe and touch only its own stack.
+    // pthread_sigmask, prctl and getppid, which are async-signal-safe and touch only its own
+    // stack.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
             Ok(())
         });
     }

@@ -22,8 +22,16 @@ Methods (request = has an id; a notification gets the same action without the an
                 error), answer with {"client_said": <that raw line>}
   fake/sigmask  answer with {"blocked": <SigBlk of /proc/self/status: the blocked signals, hex>}
   fake/spawn    start `sleep 60` as a child that outlives us (stdin/stderr to /dev/null, stdout
-                to /dev/null unless params.keep_stdout), write its pid to params.pidfile, then
-                answer with {"pid": <its pid>, "parent": <our pid>}
+                to /dev/null unless params.keep_stdout, stdin ours if params.keep_stdin), write
+                its pid to params.pidfile, then answer with {"pid": <its pid>, "parent": <our pid>}
+  fake/pid      answer with {"pid": <our pid>}
+  fake/die      write params.out verbatim (half a line, say), then SIGKILL ourselves
+  fake/exit     stop reading, sleep params.delay seconds, then exit with status params.code
+  fake/progress send params.count notifications/progress for params.token, one every
+                params.every seconds, then answer with {"progressed": params.count}
+  fake/flood    write params.n notifications/message lines, each with params.seq = 0, 1, ... and
+                a pad of params.size bytes, as fast as the pipe takes them, then answer with
+                {"sent": params.n}
   anything else answered with {"echo": <the raw request line, minus its "\\n">}; notifications
                 and responses are only logged
 
@@ -106,6 +114,12 @@ def main():
             out(params["out"].encode())
         elif method == "fake/crash":
             sys.exit(params.get("code", 3))
+        elif method == "fake/die":
+            out(params["out"].encode())
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif method == "fake/exit":
+            time.sleep(params["delay"])
+            sys.exit(params["code"])
         elif not has_id:
             continue
         elif method == "fake/reply":
@@ -158,13 +172,29 @@ def main():
             answer(rid, {"echo": text(raw)})
             while True:
                 time.sleep(3600)
+        elif method == "fake/pid":
+            answer(rid, {"pid": os.getpid()})
+        elif method == "fake/progress":
+            for n in range(params["count"]):
+                time.sleep(params["every"])
+                note = {"jsonrpc": "2.0", "method": "notifications/progress",
+                        "params": {"progressToken": params["token"], "progress": n + 1}}
+                out((dumps(note) + "\n").encode())
+            answer(rid, {"progressed": params["count"]})
+        elif method == "fake/flood":
+            pad = "x" * params["size"]
+            for seq in range(params["n"]):
+                note = '{"jsonrpc":"2.0","method":"notifications/message","params":{"seq":%d,"pad":"%s"}}\n'
+                sys.stdout.buffer.write((note % (seq, pad)).encode())
+            sys.stdout.buffer.flush()
+            answer(rid, {"sent": params["n"]})
         elif method == "fake/sigmask":
             answer(rid, {"blocked": status_field("SigBlk")})
         elif method == "fake/spawn":
             keep = params.get("keep_stdout", False)
             child = subprocess.Popen(
                 ["sleep", "60"],
-                stdin=subprocess.DEVNULL,
+                stdin=None if params.get("keep_stdin", False) else subprocess.DEVNULL,
                 stdout=None if keep else subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -10,6 +10,8 @@
 //! - `newcomer`: `demo`, `wrap` and `audit`, and `--log-format json`.
 //! - `ward`: what the ward refuses, redacts, removes and lets pass; `scan`.
 //! - `pins`: schema pins against rug pulls; `pins list|diff|approve` and `hash-schema`.
+//! - `faults`: a server that dies mid-line, hangs, floods or leaves its stdin open; a client
+//!   that stops reading; mcpdome killed or stopped with requests in flight.
 
 mod util;
 
@@ -22,6 +24,7 @@ mod commands;
 mod ward;
 mod pins;
 mod newcomer;
+mod faults;
 
 /// Both relay threads share one `&Gate`.
 #[test]
