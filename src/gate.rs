@@ -33,7 +33,8 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use crate::auth::Identity;
@@ -89,6 +90,9 @@ pub struct Gate {
     /// Tools the ward removed from a list; calls to them are refused.
     pub quarantine: Quarantine,
     writers: [Mutex<Option<Writer>>; 2],
+    /// Lines for the upstream that the thread holding them must not wait to write
+    /// ([`Gate::send_upstream_later`]); the relay's writer thread takes them.
+    later: OnceLock<Sender<Vec<u8>>>,
     /// Set by [`Gate::close`] when the writer was busy: the thread writing closes it after its
     /// write.
     closing: [AtomicBool; 2],
@@ -231,6 +235,7 @@ impl Gate {
             pins: None,
             quarantine: Quarantine::default(),
             writers: [Mutex::new(Some(to_client)), Mutex::new(Some(to_upstream))],
+            later: OnceLock::new(),
             closing: [AtomicBool::new(false), AtomicBool::new(false)],
             requests: [Mutex::default(), Mutex::default()],
             epoch: Instant::now(),
@@ -269,6 +274,29 @@ impl Gate {
             writer.take();
         }
         res
+    }
+
+    /// Queues a line for the upstream, to be written by the thread [`Gate::defer_upstream`]
+    /// serves, so that the caller never waits for a server that stopped reading: the outbound
+    /// thread replying to a refused server request while the inbound thread is blocked writing
+    /// to that server would otherwise stop reading the server's stdout, and the server, blocked
+    /// writing it, would never read again. Without that thread (in tests), the line is written
+    /// at once.
+    pub fn send_upstream_later(&self, line: Vec<u8>) -> io::Result<()> {
+        match self.later.get() {
+            Some(later) => later.send(line).map_err(|_| {
+                io::Error::new(io::ErrorKind::BrokenPipe, "the upstream writer has stopped")
+            }),
+            None => self.send(Side::Upstream, &line),
+        }
+    }
+
+    /// Starts queueing [`Gate::send_upstream_later`]'s lines; the caller writes them with
+    /// [`Gate::send`]. Called once, by the relay.
+    pub fn defer_upstream(&self) -> Receiver<Vec<u8>> {
+        let (tx, rx) = mpsc::channel();
+        let _ = self.later.set(tx);
+        rx
     }
 
     /// Closes the pipe to `side` (for the upstream: its stdin, which tells it to exit). Never

@@ -19,7 +19,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::ExitStatus;
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,17 @@ pub fn run(
         let event = pump(gate, Side::Upstream, BufReader::with_capacity(READ_BUFFER, upstream_out));
         let _ = tx.send(event);
     });
+    // What mcpdome itself says to the upstream (error replies to its requests, cancellations)
+    // is written by a thread of its own: a server that stopped reading blocks that write, and
+    // must not stop the relay of its stdout or the timeouts of later requests.
+    let later = gate.defer_upstream();
+    thread::spawn(move || {
+        for line in later {
+            if let Err(err) = gate.send(Side::Upstream, &line) {
+                debug!("not delivered to the upstream: {err}");
+            }
+        }
+    });
     thread::spawn(move || loop {
         thread::sleep(TICK);
         expire_requests(gate);
@@ -101,6 +112,9 @@ pub fn run(
             },
             Ok(event) => break event,
             Err(_) => {
+                // The timer thread ticks too, but it may be blocked on a client that does not
+                // read; requests opened meanwhile must not look older than they are.
+                gate.tick();
                 if let Some(status) = upstream.try_status() {
                     break Event::UpstreamExited(status);
                 }
@@ -182,8 +196,9 @@ const MIN_ANSWER_WAIT: Duration = Duration::from_millis(100);
 /// and the server a `notifications/cancelled` for it, so it can stop working on it. Its late
 /// answer, if one comes, is dropped by the outbound thread ([`Closed::Answered`]).
 ///
-/// This runs on its own thread because either write may block on a peer that stopped reading;
-/// the main thread must stay free to handle signals and the end of the upstream.
+/// This runs on its own thread because the write to the client may block on a client that
+/// stopped reading; the main thread must stay free to handle signals and the end of the
+/// upstream. The cancellations are queued ([`Gate::send_upstream_later`]), for the same reason.
 fn expire_requests(gate: &Gate) {
     let now_ms = gate.tick();
     for expired in gate.expire(Side::Client, now_ms) {
@@ -193,15 +208,13 @@ fn expire_requests(gate: &Gate) {
             "the upstream server did not answer {method} within {timeout:?} (request_timeout); the request was cancelled"
         );
         let _ = gate.send(Side::Client, &chain::error_line(Some(id), REQUEST_TIMEOUT, &reason));
-        let cancel = format!(
+        let line = format!(
             r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":{}}}}}"#,
             serde_json::Value::String(format!(
                 "mcpdome: no answer within {timeout:?} (request_timeout)"
             ))
         );
-        if let Err(err) = gate.send(Side::Upstream, cancel.as_bytes()) {
-            debug!("cancellation of request {id} not delivered to the upstream: {err}");
-        }
+        let _ = gate.send_upstream_later(line.into_bytes());
         if let Some(ledger) = &gate.ledger {
             let detail = serde_json::json!({ "timeout_ms": timeout.as_millis() as u64 });
             let record = ledger::Record {
@@ -510,8 +523,9 @@ fn request_timeout(gate: &Gate, settings: &Settings) -> Duration {
 /// The `params._meta.progressToken` of a request, if it has one. The bytes are searched first,
 /// so a request without one costs a substring search of its params and nothing else.
 fn progress_token(ctx: &Ctx<'_>) -> Option<Token> {
-    let raw = ctx.msg.params?.get();
-    memchr::memmem::find(raw.as_bytes(), b"progressToken")?;
+    static NEEDLE: OnceLock<memchr::memmem::Finder<'static>> = OnceLock::new();
+    let needle = NEEDLE.get_or_init(|| memchr::memmem::Finder::new(b"progressToken"));
+    needle.find(ctx.msg.params?.get().as_bytes())?;
     let meta: serde_json::Value = serde_json::from_str(ctx.action().ok()?.meta?.get()).ok()?;
     Token::of(meta.get("progressToken")?)
 }
@@ -648,7 +662,12 @@ fn refuse(gate: &Gate, line: Line, refusal: Refusal<'_>) -> Result<(), ClientGon
 
 /// Sends a JSON-RPC error to `to`. Only a failure to reach the client matters to the caller.
 fn reply(gate: &Gate, to: Side, id: Option<&str>, deny: &Deny) -> Result<(), ClientGone> {
-    match gate.send(to, &chain::deny_line(id, deny)) {
+    let line = chain::deny_line(id, deny);
+    let res = match to {
+        Side::Client => gate.send(to, &line),
+        Side::Upstream => gate.send_upstream_later(line),
+    };
+    match res {
         Ok(()) => Ok(()),
         Err(_) if to == Side::Client => Err(ClientGone),
         Err(err) => {

@@ -26,6 +26,9 @@ Methods (request = has an id; a notification gets the same action without the an
                 its pid to params.pidfile, then answer with {"pid": <its pid>, "parent": <our pid>}
   fake/pid      answer with {"pid": <our pid>}
   fake/die      write params.out verbatim (half a line, say), then SIGKILL ourselves
+  fake/deaf     stop reading for good: sleep params.delay seconds, write params.out verbatim,
+                then params.n notifications/message lines like fake/flood's, then answer, then
+                sleep until a signal ends us
   fake/exit     stop reading, sleep params.delay seconds, then exit with status params.code
   fake/progress send params.count notifications/progress for params.token, one every
                 params.every seconds, then answer with {"progressed": params.count}
@@ -117,6 +120,13 @@ def main():
         elif method == "fake/die":
             out(params["out"].encode())
             os.kill(os.getpid(), signal.SIGKILL)
+        elif method == "fake/deaf":
+            time.sleep(params["delay"])
+            out(params["out"].encode())
+            flood(params["n"], params["size"])
+            answer(rid, {"sent": params["n"]})
+            while True:
+                time.sleep(3600)
         elif method == "fake/exit":
             time.sleep(params["delay"])
             sys.exit(params["code"])
@@ -182,11 +192,7 @@ def main():
                 out((dumps(note) + "\n").encode())
             answer(rid, {"progressed": params["count"]})
         elif method == "fake/flood":
-            pad = "x" * params["size"]
-            for seq in range(params["n"]):
-                note = '{"jsonrpc":"2.0","method":"notifications/message","params":{"seq":%d,"pad":"%s"}}\n'
-                sys.stdout.buffer.write((note % (seq, pad)).encode())
-            sys.stdout.buffer.flush()
+            flood(params["n"], params["size"])
             answer(rid, {"sent": params["n"]})
         elif method == "fake/sigmask":
             answer(rid, {"blocked": status_field("SigBlk")})
@@ -210,6 +216,15 @@ def main():
     for hid, hraw in held:
         answer(hid, {"echo": text(hraw)})
     sys.exit(opts.eof_exit)
+
+
+def flood(n, size):
+    """Writes n notifications/message lines with seq 0, 1, ... and a pad of size bytes."""
+    pad = "x" * size
+    for seq in range(n):
+        note = '{"jsonrpc":"2.0","method":"notifications/message","params":{"seq":%d,"pad":"%s"}}\n'
+        sys.stdout.buffer.write((note % (seq, pad)).encode())
+    sys.stdout.buffer.flush()
 
 
 def called(opts, params):

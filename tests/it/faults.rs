@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::{
     assert_dies, assert_lines, echo, error, json, python, read_log, request, result, round_trip,
-    scratch, show, Proxy, FAKE_SERVER, GRACE, MCPDOME, TIMEOUT,
+    run_mcpdome, scratch, show, Proxy, TempDir, FAKE_SERVER, GRACE, MCPDOME, TIMEOUT,
 };
 
 /// `--request-timeout` for the timeout cases: short, so they stay fast.
@@ -149,6 +149,70 @@ fn server_that_never_answers() {
             request("6", "ping")
         ]
     );
+}
+
+/// A server that stops reading its stdin: mcpdome's write of a request blocks, and so does the
+/// cancellation of an earlier request that timed out, but later timeouts still answer the client.
+#[test]
+fn server_that_stops_reading_still_times_out() {
+    let mut proxy = Proxy::start(&["--request-timeout", REQUEST_TIMEOUT], &[]);
+    let server = server_pid(&mut proxy);
+    let started = Instant::now();
+    // The server sleeps without reading, then exits.
+    proxy.send_line(
+        r#"{"jsonrpc":"2.0","id":1,"method":"fake/exit","params":{"delay":1.5,"code":0}}"#,
+    );
+    thread::sleep(Duration::from_millis(200));
+    // More than the pipe holds: mcpdome blocks writing it.
+    let pad = "x".repeat(256 * 1024);
+    proxy.send_line(&format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"fake/padded","params":{{"pad":"{pad}"}}}}"#
+    ));
+    let reason = |method: &str| {
+        format!("the upstream server did not answer {method} within 300ms (request_timeout); the request was cancelled")
+    };
+    proxy.expect(&error("1", TIMED_OUT, &reason("fake/exit")));
+    proxy.expect(&error("2", TIMED_OUT, &reason("fake/padded")));
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(1200), "the second timeout came after {elapsed:?}");
+    proxy.close_stdin();
+    proxy.finish().assert_exit(0);
+    assert_dies(server);
+}
+
+/// A server that stops reading and then writes a request mcpdome refuses: the error reply waits
+/// for the server to read, but the relay of its stdout goes on (mcpdome is blocked writing a
+/// client request to it meanwhile, so a reply written in line would stall the relay for good).
+#[test]
+fn server_that_stops_reading_sends_a_bad_request() {
+    let mut proxy = Proxy::start(&["--shutdown-grace", GRACE], &[]);
+    let server = server_pid(&mut proxy);
+    // Sent after the server stops reading, before it writes: a key given twice, refused with
+    // an error the server is not reading.
+    let bad = r#"{"jsonrpc":"2.0","id":"dup","method":"roots/list","method":"x"}"#;
+    proxy.send_line(&format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"fake/deaf","params":{{"delay":0.3,"out":{},"n":200,"size":1024}}}}"#,
+        serde_json::to_string(&format!("{bad}\n")).unwrap()
+    ));
+    let pad = "x".repeat(256 * 1024);
+    proxy.send_line(&format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"fake/padded","params":{{"pad":"{pad}"}}}}"#
+    ));
+    let pad = "x".repeat(1024);
+    for seq in 0..200 {
+        proxy.expect(&format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"seq":{seq},"pad":"{pad}"}}}}"#
+        ));
+    }
+    proxy.expect(&result("1", r#"{"sent":200}"#));
+    // The client cannot end the session by closing stdin (mcpdome is not reading it while its
+    // write to the server is blocked); it stops mcpdome instead.
+    proxy.kill("TERM");
+    let answer = json(&proxy.recv());
+    assert_eq!((&answer["id"], &answer["error"]["code"]), (&2.into(), &GONE.into()), "{answer}");
+    let finished = proxy.finish();
+    finished.assert_exit(128 + 15);
+    assert_dies(server);
 }
 
 /// mcpdome with its stdout handed to the test as a pipe, read only when the test says so.
@@ -385,6 +449,59 @@ fn mcpdome_killed_with_sigkill() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(": intact, "), "{stdout}");
+    // A kill in the middle of a write leaves half a line: every whole line still verifies.
+    let bytes = std::fs::read(&ledger).unwrap();
+    let body = &bytes[..bytes.len() - 1];
+    let last = body.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+    std::fs::write(&ledger, &bytes[..last + (bytes.len() - last) / 2]).unwrap();
+    let out = Command::new(MCPDOME)
+        .args(["verify-log", ledger.to_str().unwrap()])
+        .output()
+        .expect("run verify-log");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("note: the last line is incomplete"), "{stdout}");
+}
+
+/// `[mcpdome] request_timeout` sets the timeout; `--request-timeout off` overrides it; a value
+/// that is not a duration is a configuration error.
+#[test]
+fn request_timeout_from_the_settings_file() {
+    let dir = TempDir::new("request_timeout_from_the_settings_file");
+    let config = dir.write("mcpdome.toml", "[mcpdome]\nrequest_timeout = \"300ms\"\n");
+    let config = config.to_str().unwrap();
+    let mut proxy = Proxy::start(&["--config", config], &[]);
+    proxy.send_line(&request("1", "fake/hold"));
+    proxy.expect(&error(
+        "1",
+        TIMED_OUT,
+        "the upstream server did not answer fake/hold within 300ms (request_timeout); the request was cancelled",
+    ));
+    proxy.close_stdin();
+    proxy.finish().assert_exit(0);
+
+    let mut proxy = Proxy::start(&["--config", config, "--request-timeout", "off"], &[]);
+    let hold = request("1", "fake/hold");
+    proxy.send_line(&hold);
+    thread::sleep(Duration::from_millis(700));
+    let release = request("2", "fake/release");
+    proxy.send_line(&release);
+    proxy.expect(&echo("1", &hold));
+    proxy.expect(&echo("2", &release));
+    proxy.close_stdin();
+    proxy.finish().assert_exit(0);
+
+    let bad = dir.write("bad.toml", "[mcpdome]\nrequest_timeout = \"soon\"\n");
+    let out = run_mcpdome(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.code, Some(2));
+    assert_eq!(
+        out.stderr,
+        format!(
+            "{}:2:1: [mcpdome]: `request_timeout` must be a duration such as \"90s\" or \"10m\", or \"off\"; found \"soon\"\n{}: 1 error(s)\n",
+            bad.display(),
+            bad.display()
+        )
+    );
 }
 
 /// SIGTERM with requests in flight: each gets exactly one error, nothing else is written, and
