@@ -33,7 +33,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -92,7 +92,7 @@ pub struct Gate {
     writers: [Mutex<Option<Writer>>; 2],
     /// Lines for the upstream that the thread holding them must not wait to write
     /// ([`Gate::send_upstream_later`]); the relay's writer thread takes them.
-    later: OnceLock<Sender<Vec<u8>>>,
+    later: OnceLock<SyncSender<Vec<u8>>>,
     /// Set by [`Gate::close`] when the writer was busy: the thread writing closes it after its
     /// write.
     closing: [AtomicBool; 2],
@@ -205,6 +205,10 @@ struct Requests {
     cancelled: VecDeque<(String, bool)>,
 }
 
+/// How many of mcpdome's own lines may wait for an upstream that is not reading
+/// ([`Gate::send_upstream_later`]).
+pub const MAX_LATER: usize = 1024;
+
 /// How many cancelled ids are remembered per direction.
 const MAX_CANCELLED: usize = 256;
 
@@ -280,21 +284,29 @@ impl Gate {
     /// serves, so that the caller never waits for a server that stopped reading: the outbound
     /// thread replying to a refused server request while the inbound thread is blocked writing
     /// to that server would otherwise stop reading the server's stdout, and the server, blocked
-    /// writing it, would never read again. Without that thread (in tests), the line is written
-    /// at once.
+    /// writing it, would never read again. The queue holds [`MAX_LATER`] lines: a server that
+    /// does not read and keeps writing requests to be refused cannot make it grow, and loses
+    /// the replies it is not reading anyway. Without that thread (in tests), the line is
+    /// written at once.
     pub fn send_upstream_later(&self, line: Vec<u8>) -> io::Result<()> {
-        match self.later.get() {
-            Some(later) => later.send(line).map_err(|_| {
+        let Some(later) = self.later.get() else {
+            return self.send(Side::Upstream, &line);
+        };
+        later.try_send(line).map_err(|err| match err {
+            TrySendError::Full(_) => io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("the upstream is not reading and {MAX_LATER} lines already wait for it"),
+            ),
+            TrySendError::Disconnected(_) => {
                 io::Error::new(io::ErrorKind::BrokenPipe, "the upstream writer has stopped")
-            }),
-            None => self.send(Side::Upstream, &line),
-        }
+            }
+        })
     }
 
     /// Starts queueing [`Gate::send_upstream_later`]'s lines; the caller writes them with
     /// [`Gate::send`]. Called once, by the relay.
     pub fn defer_upstream(&self) -> Receiver<Vec<u8>> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(MAX_LATER);
         let _ = self.later.set(tx);
         rx
     }
@@ -560,6 +572,51 @@ mod tests {
             ["\"7\"", "\"a\\\"b\"", "-9223372036854775808", "0", "9223372036854775807"]
         );
         assert!(gate.drain_requests(Side::Client).is_empty());
+    }
+
+    #[test]
+    fn lines_for_an_upstream_that_does_not_read_are_bounded() {
+        let gate = gate();
+        let later = gate.defer_upstream();
+        for n in 0..MAX_LATER {
+            assert!(gate.send_upstream_later(vec![b'x']).is_ok(), "line {n}");
+        }
+        let err = gate.send_upstream_later(vec![b'x']).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(later.try_iter().count(), MAX_LATER);
+        assert!(gate.send_upstream_later(vec![b'x']).is_ok());
+    }
+
+    #[test]
+    fn requests_time_out() {
+        let gate = gate();
+        let open = |id: &str, token: Option<Token>| {
+            let mut open = Open::new("tools/call", None);
+            open.timeout_ms = 300;
+            open.progress = token;
+            assert!(gate.open_request(Side::Client, id, open));
+        };
+        open("1", None);
+        open("\"a\"", Some(Token::Str("t".into())));
+        open("2", Some(Token::Int(7)));
+        assert!(gate.open_request(Side::Client, "3", Open::new("ping", None)));
+        // One tick of slack: nothing expires before timeout + tick.
+        assert!(gate.expire(Side::Client, 399).is_empty());
+        gate.clock.store(250, Ordering::Relaxed);
+        assert!(gate.progress(Side::Client, &Token::Str("t".into())));
+        assert!(!gate.progress(Side::Client, &Token::Int(8)));
+        let mut expired: Vec<String> =
+            gate.expire(Side::Client, 400).into_iter().map(|expired| expired.id).collect();
+        expired.sort();
+        assert_eq!(expired, ["1", "2"]);
+        assert!(matches!(gate.close_request(Side::Client, "1"), Closed::Answered));
+        assert!(matches!(gate.close_request(Side::Client, "1"), Closed::Unknown));
+        let expired = gate.expire(Side::Client, 650);
+        assert_eq!(expired.len(), 1);
+        assert_eq!((&*expired[0].id, expired[0].timeout), ("\"a\"", Duration::from_millis(300)));
+        // A request without a timeout waits forever.
+        assert!(gate.expire(Side::Client, u64::MAX).is_empty());
+        assert_eq!(gate.drain_requests(Side::Client), ["3"]);
     }
 
     #[test]

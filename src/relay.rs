@@ -8,6 +8,10 @@
 //!   or SIGTERM/SIGINT. Then it ends the upstream (close stdin, grace, SIGTERM, grace, SIGKILL),
 //!   lets the outbound thread forward what the server wrote, answers every client request still
 //!   open with an error that names the cause, and returns the server's exit status.
+//! - The *timer* thread ticks every [`TICK`]: a client request that got no answer within the
+//!   request timeout is answered with an error and cancelled upstream.
+//! - The *later* thread writes what mcpdome itself says to the upstream (errors for refused
+//!   server requests, cancellations), so that a server that stopped reading blocks only it.
 //!
 //! A line that is allowed is forwarded as the bytes we read. A line that is refused never
 //! reaches the other side; its sender gets a JSON-RPC error if it was a request (or if it was not
@@ -42,9 +46,9 @@ const EXIT_POLL: Duration = Duration::from_millis(100);
 
 /// How long a client request may wait for its answer unless configured otherwise. Generous on
 /// purpose: a tool may legitimately run for minutes (a build, a crawl, a model call) without
-/// reporting progress, and cutting it off is worse than a client waiting. What the timeout is
-/// for is the server that will never answer (hung, deadlocked, lost the request), and ten
-/// minutes still ends that wait within one coffee break.
+/// reporting progress, and cutting it off is worse than a client waiting. The timeout is for
+/// the server that will never answer (hung, deadlocked, lost the request), and ten minutes
+/// still ends that wait while someone is around to notice.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Why the relay stops.
@@ -214,7 +218,9 @@ fn expire_requests(gate: &Gate) {
                 "mcpdome: no answer within {timeout:?} (request_timeout)"
             ))
         );
-        let _ = gate.send_upstream_later(line.into_bytes());
+        if let Err(err) = gate.send_upstream_later(line.into_bytes()) {
+            debug!("cancellation of request {id} not sent to the upstream: {err}");
+        }
         if let Some(ledger) = &gate.ledger {
             let detail = serde_json::json!({ "timeout_ms": timeout.as_millis() as u64 });
             let record = ledger::Record {
@@ -384,11 +390,13 @@ fn relay_line(
                 gate.set_session_key(digest);
             }
         }
+        // Progress on a client request shows the server is working on it: its wait for the
+        // answer starts again.
         (Kind::Notification, _)
-            if from == Side::Upstream && msg.method() == "notifications/progress" =>
+            if from == Side::Upstream
+                && msg.method() == "notifications/progress"
+                && !request_timeout(gate, settings).is_zero() =>
         {
-            // Progress on a client request shows the server is working on it: its wait for
-            // the answer starts again.
             if let Some(token) = notified_token(&msg) {
                 gate.progress(Side::Client, &token);
             }
