@@ -18,6 +18,8 @@
 //! - `clock`: milliseconds since the gate was made, written by the timer thread every tick and
 //!   read by the relay threads when a request opens, so a request costs an atomic load instead
 //!   of a clock read.
+//! - `later`: a bounded queue of lines for the upstream from threads that must not wait for it
+//!   (error replies to server requests, cancellations); one writer thread drains it.
 //!
 //! - `settings`: the settings file's contents, replaced whole by a reload (main thread). Each
 //!   relay thread keeps its own `Arc` of them ([`SettingsCache`]) and takes the lock again only
