@@ -1042,7 +1042,7 @@ fn drive() -> ExitCode {
 
     let counts = Arc::new(ClientCounts::default());
     let samples = Arc::new(Samples::default());
-    let waiting = Arc::new(Mutex::new(String::from("the first line")));
+    let waiting = Arc::new(Mutex::new(String::from("the first answers")));
     watchdog(Arc::clone(&counts), Arc::clone(&waiting));
 
     let (tx, rx) = mpsc::channel();
@@ -1364,7 +1364,7 @@ fn client_reader(
             samples.take("end", pid);
             *waiting.lock().unwrap() = "mcpdome to close its stdout".to_owned();
             let _ = tx.send(ToClientWriter::Finish);
-        } else if n.is_multiple_of(1024) {
+        } else if n.is_multiple_of(64) {
             *waiting.lock().unwrap() = format!(
                 "server line {:?}, an answer {:?}, a refusal {:?}",
                 server_own.front().map(|&idx| plan[idx as usize]),
