@@ -1,19 +1,21 @@
 //! Soak: a million mixed messages through the whole chain, both ways, each one checked.
 //!
 //! This executable is both peers. It starts the real binary as
-//! `mcpdome proxy --config benches/soak.toml --enable-ward --enable-schema-pin --ledger … -- <itself>`
-//! with `MCPDOME_TOKEN` set, and the copy of itself that mcpdome starts (`MCPDOME_SOAK_ROLE=server`)
-//! plays the MCP server. Both build the same plan from the message count, so each side knows,
+//! `mcpdome proxy --config benches/soak.toml --enable-ward --enable-schema-pin --ledger …
+//! --max-message-bytes 128K -- <itself>` with `MCPDOME_TOKEN` set and pins under a temporary
+//! `XDG_STATE_HOME`; the copy of itself that mcpdome starts (`MCPDOME_SOAK_ROLE=server`) plays
+//! the MCP server. Both build the same plan from the message count, so each side knows,
 //! line by line, what the other sent and what mcpdome must do with it:
 //!
 //! - client: `tools/call` that the policy allows (with results of every size, some of which the
 //!   ward blocks, some too long, some with a key twice), calls the policy denies, calls the ward
 //!   blocks, writes inside and outside the allowed glob, pings, notifications, requests that are
 //!   held and then cancelled (some followed by a second request reusing the held id), answers to
-//!   the server's requests, and hostile lines (not JSON, wrong `jsonrpc`, batches, duplicate keys,
-//!   responses to ids nobody sent, lines over `--max-message-bytes`);
-//! - server: results, progress and logging notifications, `sampling/createMessage` and
-//!   `roots/list` requests, and the same hostile lines.
+//!   the server's requests (some of them hostile), and hostile lines (not JSON, wrong `jsonrpc`,
+//!   batches, duplicate keys, responses to ids nobody sent, lines over `--max-message-bytes`);
+//! - server: results, progress and logging notifications, `sampling/createMessage` requests
+//!   (some carrying an injection, which the ward refuses), `roots/list` requests numbered from 0
+//!   like the client's, and the same hostile lines.
 //!
 //! Payloads run from a few bytes to 64 KiB of text with JSON escapes and non-ASCII characters.
 //! Each side keeps one queue per stream it expects, in plan order: every line that arrives must be
@@ -26,10 +28,10 @@
 //! At the end: mcpdome exits with the server's status (the server exits 1 if anything it
 //! received was wrong, and says what in its report), `mcpdome verify-log` accepts the ledger, and
 //! the ledger holds exactly the lines the plan implies (a `start`, a decision per client request
-//! that reached the chain, a `deny` per result the ward blocked, a `filter` for the `tools/list`
-//! the policy filtered, a `stop`). mcpdome's VmRSS is sampled at the start, after warm-up
-//! (10 %), at half way and at the end; the end may not exceed the warm-up value by more than a
-//! quarter plus 2 MiB.
+//! that reached the chain, a `deny` per result and server request the ward blocked, a `filter`
+//! for the `tools/list` the policy trimmed, a `stop`). mcpdome's VmRSS is sampled once the
+//! session is set up, after warm-up (10 % of the plan), at half way and at the end; the end may
+//! not exceed the warm-up value by more than a quarter plus 2 MiB.
 //!
 //! `MCPDOME_SOAK_MESSAGES` (default 1 000 000) counts the lines both peers write. If no line
 //! arrives for 30 s the soak fails with what it was waiting for. Any failure exits 1.
@@ -138,7 +140,18 @@ enum Item {
     Sampling {
         size: u32,
     },
-    Roots,
+    /// `roots/list` with the integer id `n`, counting from 0 as real servers do: the same numbers
+    /// as the client's ids, which mcpdome must keep apart (one table of open requests per side).
+    Roots {
+        n: u32,
+    },
+    /// A `sampling/createMessage` carrying an injection: the ward answers the server with -32014.
+    PoisonedSampling,
+    /// A `roots/list` the client answers with a hostile line (`result` twice, or over the
+    /// limit): mcpdome answers the server with -32600 instead.
+    BadAnswer {
+        too_long: bool,
+    },
     ServerBad(Bad),
 }
 
@@ -176,7 +189,9 @@ impl Item {
             Item::Progress
                 | Item::Log { .. }
                 | Item::Sampling { .. }
-                | Item::Roots
+                | Item::Roots { .. }
+                | Item::PoisonedSampling
+                | Item::BadAnswer { .. }
                 | Item::ServerBad(_)
         )
     }
@@ -185,7 +200,7 @@ impl Item {
     fn lines(self) -> u64 {
         match self {
             Item::Initialize | Item::ListTools | Item::Call { .. } | Item::Write { .. } => 2,
-            Item::Ping | Item::Sampling { .. } | Item::Roots => 2,
+            Item::Ping | Item::Sampling { .. } | Item::Roots { .. } | Item::BadAnswer { .. } => 2,
             Item::Held { dup, .. } => 2 + u64::from(dup),
             _ => 1,
         }
@@ -194,7 +209,7 @@ impl Item {
     /// Hostile lines among them.
     fn hostile(self) -> u64 {
         match self {
-            Item::ClientBad(_) | Item::ServerBad(_) => 1,
+            Item::ClientBad(_) | Item::ServerBad(_) | Item::BadAnswer { .. } => 1,
             Item::Call { reply, .. } if reply != Reply::Result => 1,
             _ => 0,
         }
@@ -223,7 +238,9 @@ impl Item {
             Item::Call { reply: Reply::Blocked, .. } => Ledger { allow: 1, deny: 1, ..ZERO },
             Item::Call { .. } => Ledger { allow: 1, ..ZERO },
             Item::Held { dup, .. } => Ledger { allow: 1 + u64::from(dup), ..ZERO },
-            Item::Denied { .. } | Item::Warded { .. } => Ledger { deny: 1, ..ZERO },
+            Item::Denied { .. } | Item::Warded { .. } | Item::PoisonedSampling => {
+                Ledger { deny: 1, ..ZERO }
+            }
             _ => ZERO,
         }
     }
@@ -283,11 +300,12 @@ fn plan(messages: u64) -> Vec<Item> {
     let mut rng = Rng(SEED);
     let mut items = vec![Item::Initialize, Item::Initialized, Item::ListTools];
     let mut lines: u64 = items.iter().map(|item| item.lines()).sum();
+    let mut n_roots = 0;
     while lines < messages {
         let item = match rng.below(100) {
-            0..=3 => Item::ClientBad(BADS[rng.below(6) as usize]),
-            4..=6 => Item::ServerBad(BADS[rng.below(6) as usize]),
-            7..=36 => {
+            0..=2 => Item::ClientBad(BADS[rng.below(6) as usize]),
+            3..=5 => Item::ServerBad(BADS[rng.below(6) as usize]),
+            6..=36 => {
                 let reply = match rng.below(100) {
                     0 => Reply::Blocked,
                     1 => Reply::TooLong,
@@ -306,7 +324,12 @@ fn plan(messages: u64) -> Vec<Item> {
             61..=72 => Item::Progress,
             73..=84 => Item::Log { size: rng.size() },
             85..=92 => Item::Sampling { size: rng.size() },
-            _ => Item::Roots,
+            97 => Item::PoisonedSampling,
+            98 => Item::BadAnswer { too_long: rng.below(2) == 0 },
+            _ => {
+                n_roots += 1;
+                Item::Roots { n: n_roots - 1 }
+            }
         };
         lines += item.lines();
         items.push(item);
@@ -541,7 +564,13 @@ fn server_line(idx: u32, item: Item, total: usize) -> Vec<u8> {
             r#"{{"jsonrpc":"2.0","id":"s{idx}","method":"sampling/createMessage","params":{{"messages":[{{"role":"user","content":{{"type":"text","text":"{}"}}}}],"maxTokens":64}}}}"#,
             payload(idx, 3, size)
         ),
-        Item::Roots => format!(r#"{{"jsonrpc":"2.0","id":"s{idx}","method":"roots/list"}}"#),
+        Item::Roots { n } => format!(r#"{{"jsonrpc":"2.0","id":{n},"method":"roots/list"}}"#),
+        Item::BadAnswer { .. } => {
+            format!(r#"{{"jsonrpc":"2.0","id":"s{idx}","method":"roots/list"}}"#)
+        }
+        Item::PoisonedSampling => format!(
+            r#"{{"jsonrpc":"2.0","id":"p{idx}","method":"sampling/createMessage","params":{{"messages":[{{"role":"user","content":{{"type":"text","text":"{POISON}"}}}}],"maxTokens":64}}}}"#
+        ),
         Item::ServerBad(bad) => match bad {
             Bad::NotJson => format!(r#"{{"jsonrpc":"2.0","method":"notifications/progress"{idx}"#),
             Bad::WrongVersion => {
@@ -571,8 +600,15 @@ fn client_answer(idx: u32, item: Item) -> Vec<u8> {
             r#"{{"jsonrpc":"2.0","id":"s{idx}","result":{{"role":"assistant","content":{{"type":"text","text":"{}"}},"model":"soak-model","stopReason":"endTurn"}}}}"#,
             payload(idx, 4, size / 4)
         ),
-        Item::Roots => format!(
-            r#"{{"jsonrpc":"2.0","id":"s{idx}","result":{{"roots":[{{"uri":"file:///tmp/soak/{idx}","name":"soak"}}]}}}}"#
+        Item::Roots { n } => format!(
+            r#"{{"jsonrpc":"2.0","id":{n},"result":{{"roots":[{{"uri":"file:///tmp/soak/{idx}","name":"soak"}}]}}}}"#
+        ),
+        Item::BadAnswer { too_long: false } => {
+            format!(r#"{{"jsonrpc":"2.0","id":"s{idx}","result":{{}},"result":{{"roots":[]}}}}"#)
+        }
+        Item::BadAnswer { too_long: true } => format!(
+            r#"{{"id":"s{idx}","jsonrpc":"2.0","result":{{"roots":[{{"uri":"file:///tmp","name":"{}"}}]}}}}"#,
+            oversize()
         ),
         _ => unreachable!("{item:?} is not a server request"),
     };
@@ -712,15 +748,20 @@ fn server_reader(
 ) -> ServerReport {
     let mut forwarded: VecDeque<(u32, u8, bool)> = VecDeque::new();
     let mut answers: VecDeque<u32> = VecDeque::new();
-    let mut errors: VecDeque<u32> = VecDeque::new();
+    // mcpdome's errors for the server's refused requests (made by the thread that reads the
+    // server) and for the client's refused answers (made by the thread that reads the client).
+    let mut errors: VecDeque<(String, i64)> = VecDeque::new();
+    let mut refused_answers: VecDeque<(String, i64)> = VecDeque::new();
     for (idx, &item) in plan.iter().enumerate() {
         let idx = idx as u32;
         for &(part, answered) in item.forwarded() {
             forwarded.push_back((idx, part, answered));
         }
         match item {
-            Item::Sampling { .. } | Item::Roots => answers.push_back(idx),
-            Item::ServerBad(Bad::WrongVersion) => errors.push_back(idx),
+            Item::Sampling { .. } | Item::Roots { .. } => answers.push_back(idx),
+            Item::ServerBad(Bad::WrongVersion) => errors.push_back((format!("\"h{idx}\""), -32600)),
+            Item::PoisonedSampling => errors.push_back((format!("\"p{idx}\""), -32014)),
+            Item::BadAnswer { .. } => refused_answers.push_back((format!("\"s{idx}\""), -32600)),
             _ => {}
         }
     }
@@ -768,9 +809,19 @@ fn server_reader(
                 continue;
             }
         }
-        if let (Some(&idx), Some((id, code))) = (errors.front(), error_of(&line)) {
-            if id == format!("\"h{idx}\"") && code == -32600 {
-                errors.pop_front();
+        if let Some(error) = error_of(&line) {
+            if errors.front() == Some(&error) {
+                let (id, _) = errors.pop_front().expect("just seen");
+                if id.starts_with("\"p") {
+                    progress.answers.fetch_add(1, Ordering::Release);
+                    let _ = tx.send(ToServerWriter::Wake);
+                }
+                continue;
+            }
+            if refused_answers.front() == Some(&error) {
+                refused_answers.pop_front();
+                progress.answers.fetch_add(1, Ordering::Release);
+                let _ = tx.send(ToServerWriter::Wake);
                 continue;
             }
         }
@@ -778,21 +829,23 @@ fn server_reader(
             .front()
             .map(|&(idx, part, _)| show(&client_line(idx, plan[idx as usize], part)));
         report.problems.push(format!(
-            "line {} from mcpdome was not expected: {}\n  expected next: {:?}, answer to {:?}, error for {:?}",
+            "line {} from mcpdome was not expected: {}\n  expected next: {:?}, answer to {:?}, error {:?} or {:?}",
             report.received,
             show(&line),
             waiting,
             answers.front(),
-            errors.front()
+            errors.front(),
+            refused_answers.front()
         ));
         return report;
     }
-    if !forwarded.is_empty() || !answers.is_empty() || !errors.is_empty() {
+    let missing_errors = errors.len() + refused_answers.len();
+    if !forwarded.is_empty() || !answers.is_empty() || missing_errors > 0 {
         report.problems.push(format!(
             "stdin ended with {} forwarded client line(s), {} answer(s) and {} error(s) missing; next forwarded: {:?}",
             forwarded.len(),
             answers.len(),
-            errors.len(),
+            missing_errors,
             forwarded.front()
         ));
     }
@@ -847,7 +900,13 @@ fn server_writer(plan: &[Item], progress: &ServerProgress, rx: Receiver<ToServer
             if progress.forwarded.load(Ordering::Acquire) < forwarded_before {
                 break;
             }
-            let is_request = matches!(item, Item::Sampling { .. } | Item::Roots);
+            let is_request = matches!(
+                item,
+                Item::Sampling { .. }
+                    | Item::Roots { .. }
+                    | Item::PoisonedSampling
+                    | Item::BadAnswer { .. }
+            );
             let open = progress.requests.load(Ordering::Relaxed)
                 - progress.answers.load(Ordering::Acquire);
             if is_request && open >= SERVER_WINDOW {
@@ -984,7 +1043,8 @@ fn drive() -> ExitCode {
     let exe = std::env::current_exe().expect("the soak knows its own path");
 
     let mut expected_ledger = Ledger { other: 2, ..ZERO }; // start and stop
-    let (mut hostile, mut denied_policy, mut denied_ward, mut blocked_results) = (0, 0, 0, 0);
+    let (mut hostile, mut denied_policy, mut denied_ward) = (0, 0, 0);
+    let (mut blocked_results, mut blocked_requests) = (0, 0);
     let (mut client_lines, mut server_lines) = (0u64, 0u64);
     for &item in plan.iter() {
         expected_ledger.add(item.ledger());
@@ -993,10 +1053,11 @@ fn drive() -> ExitCode {
             Item::Denied { .. } => denied_policy += 1,
             Item::Warded { .. } => denied_ward += 1,
             Item::Call { reply: Reply::Blocked, .. } => blocked_results += 1,
+            Item::PoisonedSampling => blocked_requests += 1,
             _ => {}
         }
         let (to_server, to_client) = match item {
-            Item::Sampling { .. } | Item::Roots => (1, 1),
+            Item::Sampling { .. } | Item::Roots { .. } | Item::BadAnswer { .. } => (1, 1),
             item if !item.is_client() => (0, 1),
             item => {
                 let replies = item.forwarded().iter().filter(|(_, answered)| *answered).count();
@@ -1116,7 +1177,7 @@ fn drive() -> ExitCode {
         counts.received.load(Ordering::Relaxed)
     );
     println!(
-        "  hostile: {hostile} ({:.1} %); denied: {denied_policy} by the policy, {denied_ward} by the ward; results blocked by the ward: {blocked_results}",
+        "  hostile: {hostile} ({:.1} %); denied: {denied_policy} by the policy, {denied_ward} by the ward; blocked by the ward from the server: {blocked_results} results, {blocked_requests} sampling requests",
         hostile as f64 * 100.0 / (client_lines + server_lines) as f64
     );
     println!("  errors: 0 (every line arrived exactly once, in order, as expected)");
@@ -1278,9 +1339,11 @@ fn client_reader(
     for (idx, &item) in plan.iter().enumerate() {
         let idx = idx as u32;
         match item {
-            Item::Progress | Item::Log { .. } | Item::Sampling { .. } | Item::Roots => {
-                server_own.push_back(idx)
-            }
+            Item::Progress
+            | Item::Log { .. }
+            | Item::Sampling { .. }
+            | Item::Roots { .. }
+            | Item::BadAnswer { .. } => server_own.push_back(idx),
             _ => {
                 let (out, inb) = client_expectations(idx, item);
                 outbound.extend(out);
@@ -1316,7 +1379,10 @@ fn client_reader(
             let item = plan[idx as usize];
             if line == server_line(idx, item, total) {
                 server_own.pop_front();
-                if matches!(item, Item::Sampling { .. } | Item::Roots) {
+                if matches!(
+                    item,
+                    Item::Sampling { .. } | Item::Roots { .. } | Item::BadAnswer { .. }
+                ) {
                     let _ = tx.send(ToClientWriter::Answer(idx));
                 }
                 matched = true;
