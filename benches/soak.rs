@@ -771,8 +771,9 @@ fn server() -> ExitCode {
     let written = writer.join().expect("the server's writer does not panic");
 
     let token_seen = std::env::var_os("MCPDOME_TOKEN").is_some();
+    let (_, peak) = rss_kib(std::process::id());
     let text = format!(
-        "lines_received {}\nlines_written {written}\ntoken_in_environment {token_seen}\n{}",
+        "lines_received {}\nlines_written {written}\ntoken_in_environment {token_seen}\npeak_rss_kib {peak}\n{}",
         report.received,
         report.problems.join("\n")
     );
@@ -1254,6 +1255,11 @@ fn drive() -> ExitCode {
         })
         .collect();
     println!("  mcpdome VmRSS/VmHWM (MiB): {}", rss.join(", "));
+    println!(
+        "  the soak's own peaks (VmHWM, MiB): client {:.1}, server {:.1}",
+        rss_kib(std::process::id()).1 as f64 / 1024.0,
+        report_field("peak_rss_kib").parse::<f64>().unwrap_or(0.0) / 1024.0
+    );
     if report_field("token_in_environment") == "true" {
         println!("  note: the server's environment contains MCPDOME_TOKEN");
     }
