@@ -1199,6 +1199,8 @@ fn drive() -> ExitCode {
             .unwrap_or_default()
     };
 
+    // Each step after the traffic gets its own 30 s.
+    counts.activity.fetch_add(1, Ordering::Relaxed);
     *waiting.lock().unwrap() = "mcpdome verify-log".to_owned();
     let verify = Command::new(MCPDOME)
         .arg("verify-log")
@@ -1209,6 +1211,8 @@ fn drive() -> ExitCode {
     if !verify.status.success() {
         fail(&format!("verify-log: {}{}", verdict, String::from_utf8_lossy(&verify.stderr).trim()));
     }
+    counts.activity.fetch_add(1, Ordering::Relaxed);
+    *waiting.lock().unwrap() = "the ledger to be counted".to_owned();
     let found_ledger = read_ledger(&ledger);
     if found_ledger != expected_ledger {
         fail(&format!(
