@@ -219,7 +219,8 @@ const MAX_CANCELLED: usize = 256;
 pub enum Closed {
     /// It was open: this is its answer.
     Open(Open),
-    /// It was cancelled recently: a late answer, which the spec tells the sender to ignore.
+    /// It was cancelled recently: a late answer, which the spec tells the sender to ignore and
+    /// mcpdome drops (the request it answers is gone, so the checks could not see what was asked).
     Cancelled,
     /// It timed out and mcpdome answered it: a late answer, which must not be delivered (the
     /// sender would get two answers).

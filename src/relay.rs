@@ -332,8 +332,14 @@ fn relay_line(
     if let (Kind::Response, Some(id)) = (msg.kind, id.as_deref()) {
         match gate.close_request(from.other(), id) {
             Closed::Open(open) => request = Some(open),
+            // The sender of the cancellation ignores a late answer (the spec says so), and
+            // what it asked is no longer known, so the answer could not be checked: dropped.
             Closed::Cancelled => {
-                debug!("{} line {n}: late response to cancelled request {id}", from.name())
+                debug!(
+                    "{} line {n}: late response to cancelled request {id}; dropped",
+                    from.name()
+                );
+                return Ok(());
             }
             Closed::Answered => {
                 debug!(

@@ -24,6 +24,8 @@ pub fn spawn(argv: &[OsString]) -> Result<(Upstream, ChildStdin, ChildStdout), E
     let mut command = Command::new(program);
     command
         .args(args)
+        // The gateway's key is for the gateway: the server it guards must not be handed it.
+        .env_remove("MCPDOME_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -5,6 +5,8 @@
 //! fake_server.py --log FILE`, so it can assert both what the client got (exact bytes) and what
 //! the server received (a refused line never reaches it; a key is stripped before it does).
 
+use std::ffi::OsString;
+
 use serde_json::json;
 
 use crate::util::{
@@ -729,6 +731,26 @@ fn key_in_environment() {
     let read = call("2", "read_file", r#"{"path":"/tmp/a"}"#);
     gw.allowed("2", &read);
     gw.finish();
+}
+
+/// The key in the gateway's environment is the gateway's: the server it starts does not inherit
+/// it (a server that reads its environment would otherwise hold the key that guards it).
+#[test]
+fn key_in_environment_is_not_handed_to_the_server() {
+    let dir = TempDir::new("key_not_handed_on");
+    let config =
+        dir.write("mcpdome.toml", &format!("[mcpdome]\ndefault_effect = \"allow\"\n{KEYS}"));
+    let server = r#"read line; printf '{"jsonrpc":"2.0","id":1,"result":{"token":"%s"}}\n' "${MCPDOME_TOKEN-unset}""#;
+    let args: Vec<OsString> =
+        ["proxy", "--config", &config.to_string_lossy(), "--", "sh", "-c", server]
+            .iter()
+            .map(OsString::from)
+            .collect();
+    let mut proxy = Proxy::spawn_env(&args, &[("MCPDOME_TOKEN", DEV_KEY)]);
+    proxy.send_line(&request("1", "ping"));
+    proxy.expect(r#"{"jsonrpc":"2.0","id":1,"result":{"token":"unset"}}"#);
+    proxy.close_stdin();
+    proxy.finish();
 }
 
 #[test]
