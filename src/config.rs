@@ -186,8 +186,8 @@ impl Watch {
     }
 
     /// Whether the file changed since it was loaded and has stayed the same for one poll: an
-    /// editor that truncates and then writes is not caught half-way (an empty file is a valid
-    /// file that governs nothing).
+    /// editor that truncates and then writes is not caught half-way. A file left empty or cut
+    /// short is caught by [`Watch::reload`] instead.
     pub fn changed(&mut self) -> bool {
         let now = stamp(&self.path);
         let settled = now == self.seen;
@@ -199,9 +199,11 @@ impl Watch {
         self.loaded = stamp(&self.path);
         self.seen = self.loaded;
         let name = self.path.display().to_string();
-        let (outcome, reason) = match Settings::load(&self.path, gate.config.switches()) {
+        let current = gate.settings();
+        let loaded = Settings::load(&self.path, gate.config.switches())
+            .and_then(|settings| check_not_dropped(&current, settings, &name));
+        let (outcome, reason) = match loaded {
             Ok(settings) => {
-                let current = gate.settings();
                 if settings.ledger != current.ledger {
                     crate::warn!("{name}: [ledger] changes take effect at the next start");
                 }
@@ -232,6 +234,23 @@ impl Watch {
             }
         }
     }
+}
+
+/// Refuses a reload that would turn the policy or the ward off by leaving it out. An emptied,
+/// truncated or half-written file (a save in progress, a full disk, `: > mcpdome.toml`) parses
+/// as valid TOML that governs nothing, so taking it at its word would fail open: every call
+/// allowed until the next good save. Turning a check off takes words that say so.
+fn check_not_dropped(current: &Settings, new: Settings, name: &str) -> Result<Settings, Error> {
+    let dropped = if current.policy.is_some() && new.policy.is_none() {
+        "has no rules and no `default_effect`, which would stop governing every call (to allow \
+         everything on purpose, write `default_effect = \"allow\"` under [mcpdome])"
+    } else if current.ward.is_some() && new.ward.is_none() {
+        "has no [ward], which would stop scanning (to only log, set each category to \"log\" \
+         under [ward])"
+    } else {
+        return Ok(new);
+    };
+    Err(Error::usage(format!("config file `{name}` {dropped}")))
 }
 
 fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
