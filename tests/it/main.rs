@@ -10,6 +10,8 @@
 //! - `newcomer`: `demo`, `wrap` and `audit`, and `--log-format json`.
 //! - `ward`: what the ward refuses, redacts, removes and lets pass; `scan`.
 //! - `pins`: schema pins against rug pulls; `pins list|diff|approve` and `hash-schema`.
+//! - `hostile`: malformed, ambiguous and oversized input from either peer, and the gateway's own
+//!   files going bad, with every check on.
 
 mod util;
 
@@ -22,6 +24,7 @@ mod commands;
 mod ward;
 mod pins;
 mod newcomer;
+mod hostile;
 
 /// Both relay threads share one `&Gate`.
 #[test]
