@@ -254,7 +254,7 @@ impl Policy {
                     Action::Resource { uri: &normalized }
                 }
                 None => {
-                    let reason = format!("resource URI `{uri}` climbs above its root or is not valid percent-encoding");
+                    let reason = format!("resource URI `{uri}` climbs above its root, is not valid percent-encoding, or holds a backslash, a control character or an outer space");
                     return Decision { effect: Effect::Deny, rule: None, reason };
                 }
             },

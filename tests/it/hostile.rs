@@ -31,8 +31,9 @@ const REPLAY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/replay_ser
 const TOOLS: &str = "read_file,echo,delete_file";
 
 /// Every check on. `delete_file` is denied by a rule, `read_file` is allowed under `/srv` unless
-/// the path says "secret", `echo` is allowed as it is, the server's own `replay/*` methods are
-/// allowed (so a case can hold a request open), and everything else is denied by default.
+/// the path says "secret", `echo` is allowed as it is, resources under `file:///srv/` are allowed
+/// except under `file:///srv/private/`, the server's own `replay/*` methods are allowed (so a
+/// case can hold a request open), and everything else is denied by default.
 const POLICY: &str = r#"
 [mcpdome]
 default_effect = "deny"
@@ -67,6 +68,20 @@ priority = 20
 effect = "allow"
 identities = { labels = ["role:developer"] }
 tools = ["echo"]
+
+[[rules]]
+id = "no-private"
+priority = 2
+effect = "deny"
+identities = "*"
+resources = ["file:///srv/private/**"]
+
+[[rules]]
+id = "srv-files"
+priority = 40
+effect = "allow"
+identities = { labels = ["role:developer"] }
+resources = ["file:///srv/**"]
 
 [[rules]]
 id = "replay"
@@ -367,6 +382,7 @@ fn cases() -> Vec<Case> {
     cases.extend(client_framing());
     cases.extend(client_ids_and_keys());
     cases.extend(client_calls());
+    cases.extend(client_resources());
     cases.extend(server_side());
     cases.extend(operations());
     cases
@@ -684,6 +700,47 @@ fn client_calls() -> Vec<Case> {
             .refused(&call("1", "delete_file", "{}"), &no_delete("1"))
             .sends(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#),
     ]
+}
+
+/// Resource URIs spelled so that the gateway and the server's URI parser could read two files.
+fn client_resources() -> Vec<Case> {
+    let read =
+        |uri: &str| with_params("1", "resources/read", &format!(r#"{{"uri":{}}}"#, json_str(uri)));
+    let private = || denied_by("1", POLICY_DENIED, r#"denied by rule "no-private""#, "no-private");
+    let unjudged = |uri: &str| {
+        error("1", POLICY_DENIED, &format!("resource URI `{uri}` climbs above its root, is not valid percent-encoding, or holds a backslash, a control character or an outer space"))
+    };
+    let mut cases = vec![
+        case("client: resource allowed").passes("1", &read("file:///srv/a.txt")),
+        case("client: resource denied").refused(&read("file:///srv/private/key"), &private()),
+    ];
+    // Each of these is `/srv/private/key` (or the directory `/srv/private/`) to Node's
+    // `fileURLToPath`, Python's `urlparse`, or both.
+    for (name, uri) in [
+        ("client: resource behind a climb", "file:///srv/x/../private/key"),
+        ("client: resource behind an encoded climb", "file:///srv/x/%2e%2e/private/key"),
+        ("client: resource behind an encoded slash", "file:///srv/x/..%2fprivate/key"),
+        ("client: resource behind a doubled slash", "file:///srv//private/key"),
+        ("client: resource directory as a trailing dot", "file:///srv/private/."),
+        ("client: resource directory as a trailing climb", "file:///srv/private/key/.."),
+        ("client: resource scheme in upper case", "FILE:///srv/private/key"),
+        ("client: resource without an authority", "file:/srv/private/key"),
+        ("client: resource on localhost", "file://localhost/srv/private/key"),
+    ] {
+        cases.push(case(name).refused(&read(uri), &private()));
+    }
+    for (name, uri) in [
+        ("client: resource with a backslash", "file:///srv/private\\key"),
+        ("client: resource with backslash climbs", "file:///srv/a\\..\\private\\key"),
+        ("client: resource with a line break in a name", "file:///srv/pri\nvate/key"),
+        ("client: resource with a tab before a climb", "file:///srv/a\t/../private/key"),
+        ("client: resource with a leading space", " file:///srv/private/key"),
+        ("client: resource with a trailing space", "file:///srv/private "),
+        ("client: resource with an encoded NUL", "file:///srv/private%00/key"),
+    ] {
+        cases.push(case(name).refused(&read(uri), &unjudged(uri)));
+    }
+    cases
 }
 
 /// What a hostile server writes.
