@@ -392,6 +392,10 @@ fn cases() -> Vec<Case> {
 fn client_framing() -> Vec<Case> {
     let ping1 = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
     let ping2 = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    let deep_note = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"n":{}}}}}"#,
+        nested(10_000, "1")
+    );
     vec![
         case("client: truncated JSON")
             .refused(r#"{"jsonrpc":"2.0","id":1,"method":"ping""#, &not_json()),
@@ -404,7 +408,8 @@ fn client_framing() -> Vec<Case> {
             .client(format!("{ping1}\r\n"))
             .gets(&echo("1", &format!("{ping1}\r")))
             .reaches(&format!("{ping1}\r")),
-        case("client: CR only between two messages").refused(&format!("{ping1}\r{ping2}"), &not_json()),
+        case("client: CR only between two messages")
+            .refused(&format!("{ping1}\r{ping2}"), &not_json()),
         case("client: a line of only CR is blank and skipped").client("\r\n"),
         case("client: form feed is not JSON whitespace")
             .refused(&format!("{ping1}\x0c"), &not_json()),
@@ -415,7 +420,9 @@ fn client_framing() -> Vec<Case> {
             r#"{"jsonrpc":"2.0","id":1,"method":"ping\u0000"}"#,
             &default_deny("1", "method `ping\u{0}`"),
         ),
-        case("client: invalid UTF-8").client(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"p\xffng\"}\n").gets(&not_utf8()),
+        case("client: invalid UTF-8")
+            .client(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"p\xffng\"}\n")
+            .gets(&not_utf8()),
         case("client: overlong UTF-8 for a slash")
             .client(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools\xc0\xafcall\"}\n")
             .gets(&not_utf8()),
@@ -425,7 +432,14 @@ fn client_framing() -> Vec<Case> {
         case("client: byte order mark")
             .client(format!("\u{feff}{ping1}\n"))
             .gets(&not_json()),
-        case("client: a batch").refused(&format!("[{ping1}]"), &error("null", INVALID, "JSON-RPC batches are not supported (removed from MCP in 2025-06-18)")),
+        case("client: a batch").refused(
+            &format!("[{ping1}]"),
+            &error(
+                "null",
+                INVALID,
+                "JSON-RPC batches are not supported (removed from MCP in 2025-06-18)",
+            ),
+        ),
         case("client: lone surrogate in an argument").refused(
             &call("1", "echo", r#"{"text":"a\udc00b"}"#),
             &error("1", INVALID, "arguments: lone leading surrogate in hex escape at line 1 column 16"),
@@ -458,9 +472,9 @@ fn client_framing() -> Vec<Case> {
             })
             .stderr("exceeds the limit", 1)
             .step(Step::PeakBelow(48 * MB as u64)),
-        case("client: 10 000-deep nesting in a notification nobody inspects passes").sends(
-            &format!(r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"n":{}}}}}"#, nested(10_000, "1")),
-        ).reaches(&format!(r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"n":{}}}}}"#, nested(10_000, "1"))),
+        case("client: 10 000-deep nesting in a notification nobody inspects passes")
+            .sends(&deep_note)
+            .reaches(&deep_note),
         case("client: 10 000-deep nesting in arguments").refused(
             &call("1", "echo", &format!(r#"{{"n":{}}}"#, nested(10_000, "1"))),
             &error("1", INVALID, "arguments: recursion limit exceeded at line 1 column 132"),
@@ -633,7 +647,8 @@ fn client_calls() -> Vec<Case> {
             .refused(&call("1", "delete_file ", "{}"), &default_deny("1", "tool `delete_file `")),
         case("client: tool name with a trailing NUL")
             .refused(&call("1", "delete_file\\u0000", "{}"), &default_deny("1", "tool `delete_file\u{0}`")),
-        case("client: tool name spelled with an escape").refused(&call("1", "delete\\u005ffile", "{}"), &no_delete("1")),
+        case("client: tool name spelled with an escape")
+            .refused(&call("1", "delete\\u005ffile", "{}"), &no_delete("1")),
         case("client: method spelled with an escape").refused(
             r#"{"jsonrpc":"2.0","id":1,"method":"tools\/c\u0061ll","params":{"name":"delete_file","arguments":{}}}"#,
             &no_delete("1"),
@@ -806,7 +821,11 @@ fn server_side() -> Vec<Case> {
             .server_sends(&format!("{}\r{}", answer("1"), answer("1")))
             .server_sends(&answer("1"))
             .gets(&answer("1")),
-        case("server: raw NUL").holds("1").server_sends("{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"a\":\"\0\"}}").server_sends(&answer("1")).gets(&answer("1")),
+        case("server: raw NUL")
+            .holds("1")
+            .server_sends("{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"a\":\"\0\"}}")
+            .server_sends(&answer("1"))
+            .gets(&answer("1")),
         case("server: invalid UTF-8")
             .holds("1")
             .server(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"a\":\"\xff\"}}\n")
@@ -895,7 +914,10 @@ fn server_side() -> Vec<Case> {
             .holds_call("1")
             .server_sends(&result("1", r#"{"content":[{"type":"text","text":"a \ud800 b"}]}"#))
             .gets(&result("1", r#"{"content":[{"type":"text","text":"a \ud800 b"}]}"#)),
-        case("server: injection in a tool result").holds_call("1").server_sends(&text("1", injection)).gets(&blocked("1")),
+        case("server: injection in a tool result")
+            .holds_call("1")
+            .server_sends(&text("1", injection))
+            .gets(&blocked("1")),
         case("server: injection in the last of two \"text\" keys")
             .holds_call("1")
             .server_sends(&result("1", &format!(r#"{{"content":[{{"type":"text","text":"fine","text":{}}}]}}"#, json_str(injection))))
