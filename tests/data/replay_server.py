@@ -75,7 +75,7 @@ def held_call(method, params):
 def answer(rid, result):
     body = {"jsonrpc": "2.0", "id": rid, "result": result}
     line = json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n"
-    out(line.encode("utf-8", "surrogateescape"))
+    out(line.encode("utf-8", "surrogatepass"))
 
 
 def out(data):

@@ -517,6 +517,20 @@ fn client_ids_and_keys() -> Vec<Case> {
             &format!(r#"{{"jsonrpc":"2.0","id":{},"method":"ping"}}"#, "7".repeat(400)),
             &bad_id(),
         ),
+        case("client: id with a lone surrogate")
+            .refused(r#"{"jsonrpc":"2.0","id":"\ud800","method":"ping"}"#, &bad_id()),
+        case("client: id spelled with an escape is the same id").holds(r#""\u0031""#).refused(
+            &hold(r#""1""#),
+            &error(r#""1""#, INVALID, "request id \"1\" is already in use by an unanswered request"),
+        )
+        .server_sends(&result(r#""1""#, "{}"))
+        .gets(&result(r#""1""#, "{}")),
+        case("client: ids 0 and -0 are the same id").holds("0").refused(
+            &hold("-0"),
+            &error("0", INVALID, "request id 0 is already in use by an unanswered request"),
+        )
+        .server_sends(&result("0", "{}"))
+        .gets(&result("0", "{}")),
         case("client: id a 100 KB string passes").passes(
             &format!("\"{}\"", "i".repeat(100_000)),
             &format!(r#"{{"jsonrpc":"2.0","id":"{}","method":"ping"}}"#, "i".repeat(100_000)),
@@ -899,6 +913,8 @@ fn server_side() -> Vec<Case> {
                 r#"{{"jsonrpc":"2.0","id":"s1","method":"elicitation/create","params":{{"message":"hi","message":"{injection}","requestedSchema":{{"type":"object"}}}}}}"#
             ))
             .reaches(&blocked_request("s1")),
+        case("server: a request whose id has a lone surrogate is dropped")
+            .server_sends(r#"{"jsonrpc":"2.0","id":"\udc00","method":"roots/list"}"#),
         case("server: an error with id null is dropped")
             .server_sends(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}"#),
         case("server: a notification carrying an id goes to the client as a request")
