@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::{
     call, denied_by, echo, error, python, read_log, result, run_mcpdome, show, Proxy, TempDir,
-    DEV_KEY, KEYS, MCPDOME, TIMEOUT,
+    CI_KEY, DEV_KEY, KEYS, MCPDOME, TIMEOUT,
 };
 
 const REPLAY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/replay_server.py");
@@ -149,6 +149,9 @@ struct Case {
     ledger_intact: bool,
     /// Whether the case changes the gateway for what follows, so needs one of its own.
     alone: bool,
+    /// Whether mcpdome gets the client's key in `MCPDOME_TOKEN` (otherwise the client presents
+    /// it in its messages).
+    env_key: bool,
 }
 
 fn case(name: &'static str) -> Case {
@@ -163,6 +166,7 @@ fn case(name: &'static str) -> Case {
         start_fails: None,
         ledger_intact: true,
         alone: false,
+        env_key: true,
     }
 }
 
@@ -271,6 +275,12 @@ impl Case {
 
     fn start_fails(mut self, code: i32, stderr: &'static str) -> Case {
         self.start_fails = Some((code, stderr));
+        self.alone()
+    }
+
+    /// No `MCPDOME_TOKEN`: the client presents its key in `initialize` or `_meta`.
+    fn key_in_messages(mut self) -> Case {
+        self.env_key = false;
         self.alone()
     }
 
@@ -599,6 +609,35 @@ fn client_ids_and_keys() -> Vec<Case> {
             &with_params("1", "tools/call", &format!(r#"{{"name":"echo","arguments":{{}},"_meta":{{"mcpdome/token":"{DEV_KEY}","mcpdome/token":"wrong"}}}}"#)),
             &error("1", INVALID, "params: key \"mcpdome/token\" appears more than once at line 1 column 96"),
         ),
+        case("client: a wrong key next to a right one in initialize")
+            .key_in_messages()
+            .refused(
+                &init("1", &format!(r#""_mcpdome_psk":"wrong","_mcpdome_api_key":"{DEV_KEY}","#)),
+                &error("1", -32010, "unknown key"),
+            ),
+        case("client: two different right keys in initialize")
+            .key_in_messages()
+            .refused(
+                &init("1", &format!(r#""_mcpdome_psk":"{DEV_KEY}","_mcpdome_api_key":"{CI_KEY}","#)),
+                &error("1", -32010, "the message carries two different keys"),
+            ),
+        case("client: a wrong key in _meta next to a right one in initialize")
+            .key_in_messages()
+            .refused(
+                &with_params(
+                    "1",
+                    "initialize",
+                    &format!(r#"{{"_mcpdome_psk":"{DEV_KEY}","_meta":{{"mcpdome/token":"wrong"}}}}"#),
+                ),
+                &error("1", -32010, "unknown key"),
+            ),
+        case("client: a key in _meta decides for its request only")
+            .key_in_messages()
+            .refused(
+                &with_params("1", "tools/call", &format!(r#"{{"name":"echo","arguments":{{}},"_meta":{{"mcpdome/token":"{CI_KEY}"}}}}"#)),
+                &error("1", POLICY_DENIED, "no rule allows tool `echo` for psk:ci (default deny)"),
+            )
+            .passes("2", &call("2", "echo", "{}")),
         case("client: a wrong key in _meta").refused(
             &with_params("1", "tools/call", r#"{"name":"echo","arguments":{},"_meta":{"mcpdome/token":"wrong"}}"#),
             &error("1", -32010, "unknown key"),
@@ -1152,8 +1191,24 @@ impl Gateway {
         .iter()
         .map(Into::into)
         .collect();
-        let env = [("MCPDOME_TOKEN", DEV_KEY), ("XDG_STATE_HOME", state.as_str())];
-        Gateway { proxy: Proxy::spawn_env(&args, &env), dir, seen: 0, pings: 0 }
+        let token = if case.env_key { DEV_KEY } else { "" };
+        let env = [("MCPDOME_TOKEN", token), ("XDG_STATE_HOME", state.as_str())];
+        let mut gw = Gateway { proxy: Proxy::spawn_env(&args, &env), dir, seen: 0, pings: 0 };
+        if !case.env_key {
+            // The session's key, so that the pings that frame every case are let through.
+            let init = with_params(
+                "\"key\"",
+                "initialize",
+                &format!(r#"{{"_mcpdome_psk":"{DEV_KEY}","protocolVersion":"2025-06-18"}}"#),
+            );
+            gw.proxy.send_line(&init);
+            gw.proxy.expect(&echo(
+                "\"key\"",
+                r#"{"id":"key","jsonrpc":"2.0","method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#,
+            ));
+            gw.seen = read_log(&gw.dir.join("received")).len();
+        }
+        gw
     }
 
     /// A ping round trip: its echo must be the next line the client gets. Returns the line.
