@@ -167,7 +167,8 @@ fn check_response(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Den
     match &*method {
         "tools/list" => screen_tools(gate, ward, ctx),
         "initialize" => screen_instructions(ward, ctx),
-        "tools/call" | "resources/read" | "prompts/get" => {
+        // `tasks/result` carries the result of a task-augmented `tools/call` (2025-11-25).
+        "tools/call" | "resources/read" | "prompts/get" | "tasks/result" => {
             let Some(raw) = ctx.msg.result else { return Ok(()) };
             let findings = ward.scanner.scan_json_text(raw.get(), Target::Response);
             decide(ward, ctx, &findings, Target::Response, "the result")
