@@ -1035,6 +1035,21 @@ fn server_side() -> Vec<Case> {
             .reaches(&hold_list("1"))
             .server_sends(&format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{}],"tools":[{}]}}}}"#, tool("echo"), tool("delete_file")))
             .gets(&error("1", INVALID, "result: key \"tools\" appears more than once at line 1 column 124")),
+        case("server: tools/list with `tools` as an object")
+            .alone()
+            .sends(&hold_list("1"))
+            .reaches(&hold_list("1"))
+            .server_sends(&result(
+                "1",
+                &format!(r#"{{"tools":{{"echo":{{"name":"echo","description":{}}}}}}}"#, json_str(injection)),
+            ))
+            .gets(&error("1", INVALID, "the upstream's tools/list result has `tools` that is not an array")),
+        case("server: tools/list with tools that are not objects")
+            .alone()
+            .sends(&hold_list("1"))
+            .reaches(&hold_list("1"))
+            .server_sends(&list("1", &format!(r#"[{},"delete_file",7,null,{{"title":"no name"}}]"#, tool("echo"))))
+            .gets(&filtered_list("1", &["echo"])),
         case("server: tools/list with one tool twice removes both")
             .alone()
             .sends(&hold_list("1"))
