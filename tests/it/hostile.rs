@@ -847,6 +847,16 @@ fn server_side() -> Vec<Case> {
         r#"{"name":"echo","arguments":{"hold":true},"task":{"ttl":60000}}"#,
     );
     let task_result = with_params("2", "tasks/result", r#"{"taskId":"t1","hold":true}"#);
+    let hold_init =
+        with_params("1", "initialize", r#"{"protocolVersion":"2025-06-18","hold":true}"#);
+    let init_result = |instructions: &str| {
+        result(
+            "1",
+            &format!(
+                r#"{{"protocolVersion":"2025-06-18","capabilities":{{}},"serverInfo":{{"name":"s","version":"0"}},"instructions":{instructions}}}"#
+            ),
+        )
+    };
     let list = |id: &str, tools: &str| result(id, &format!(r#"{{"tools":{tools}}}"#));
     let hold_list = |id: &str| with_params(id, "tools/list", r#"{"hold":true}"#);
     vec![
@@ -1035,6 +1045,18 @@ fn server_side() -> Vec<Case> {
             .reaches(&hold_list("1"))
             .server_sends(&format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{}],"tools":[{}]}}}}"#, tool("echo"), tool("delete_file")))
             .gets(&error("1", INVALID, "result: key \"tools\" appears more than once at line 1 column 124")),
+        case("server: instructions that are not a string are removed")
+            .alone()
+            .sends(&hold_init)
+            .reaches(&hold_init)
+            .server_sends(&init_result(&format!("[{}]", json_str(injection))))
+            .gets(r#"{"id":1,"jsonrpc":"2.0","result":{"capabilities":{},"protocolVersion":"2025-06-18","serverInfo":{"name":"s","version":"0"}}}"#),
+        case("server: poisoned instructions are removed")
+            .alone()
+            .sends(&hold_init)
+            .reaches(&hold_init)
+            .server_sends(&init_result(&json_str(injection)))
+            .gets(r#"{"id":1,"jsonrpc":"2.0","result":{"capabilities":{},"protocolVersion":"2025-06-18","serverInfo":{"name":"s","version":"0"}}}"#),
         case("server: tools/list with `tools` as an object")
             .alone()
             .sends(&hold_list("1"))
