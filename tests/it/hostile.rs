@@ -1200,6 +1200,8 @@ fn operations() -> Vec<Case> {
     // every message is refused with the reason, and mcpdome keeps running.
     let full = case("ledger: cannot be written mid-session")
         .passes("2", &read)
+        .holds_call("5")
+        .holds_call("6")
         .act(|run| {
             let size = std::fs::metadata(run.dir.join("audit.ndjson")).unwrap().len();
             let pid = run.proxy.pid().to_string();
@@ -1218,6 +1220,18 @@ fn operations() -> Vec<Case> {
             ),
         )
         .refused(&call("4", "delete_file", "{}"), &no_delete("4"))
+        .server_sends(&result(
+            "5",
+            r#"{"content":[{"type":"text","text":"key AKIAIOSFODNN7EXAMPLE"}]}"#,
+        ))
+        .gets(&error(
+            "5",
+            LEDGER_FAILED,
+            "the audit log cannot be written (File too large (os error 27))",
+        ))
+        .server_sends(&result("6", r#"{"content":[{"type":"text","text":"fine"}]}"#))
+        // An answer no check changes needs no line of its own: its request's line is written.
+        .gets(&result("6", r#"{"content":[{"type":"text","text":"fine"}]}"#))
         .ping_gets(error(
             "\"alive\"",
             LEDGER_FAILED,
