@@ -27,6 +27,9 @@ use crate::ward::Ward;
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "mcpdome.toml";
 
+/// The longest settings file read; real ones are a few kilobytes.
+const MAX_CONFIG_BYTES: usize = 16 << 20;
+
 /// Compiled size limit for one policy regex (regex-lite's default is far larger). A policy is
 /// trusted input, but a typo like `(a+)+{1000}` should fail at load, not at the first message.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -152,7 +155,7 @@ impl Settings {
     }
 
     pub fn load(path: &Path, switches: Switches) -> Result<Settings, Error> {
-        let text = std::fs::read_to_string(path).map_err(|err| {
+        let text = read_config_text(path).map_err(|err| {
             Error::io(format!("failed to read config file `{}`", path.display()), err)
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
@@ -167,6 +170,25 @@ impl Settings {
     pub fn identity_for(&self, token: &str) -> Option<Arc<Identity>> {
         crate::auth::find_key(&self.keys, &crate::auth::sha256(token.as_bytes()))
     }
+}
+
+/// The settings file's text. Only a regular file of at most [`MAX_CONFIG_BYTES`] is read: a
+/// FIFO would block the reload (and with it the thread that handles signals) forever, and
+/// `/dev/zero` would be read until memory ran out.
+fn read_config_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error as IoError, ErrorKind, Read};
+    // Looked at before opening: opening a FIFO for reading already blocks.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(IoError::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    let limit = MAX_CONFIG_BYTES as u64;
+    file.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(IoError::new(ErrorKind::InvalidData, "larger than 16 MiB"));
+    }
+    Ok(text)
 }
 
 /// Hot reload: notices when the settings file changes and swaps the new settings in. The main

@@ -1162,6 +1162,17 @@ fn operations() -> Vec<Case> {
                 .stderr("; keeping the settings in force", 1),
         ),
         keeps_enforcing(
+            case("config: replaced by a FIFO, then SIGHUP")
+                .act(|run| {
+                    let path = run.dir.join("mcpdome.toml");
+                    std::fs::remove_file(&path).unwrap();
+                    let status = Command::new("mkfifo").arg(&path).status().expect("run mkfifo");
+                    assert!(status.success(), "mkfifo failed");
+                })
+                .act(|run| run.proxy.kill("HUP"))
+                .stderr("not a regular file; keeping the settings in force", 1),
+        ),
+        keeps_enforcing(
             case("config: deleted, then SIGHUP")
                 .act(|run| std::fs::remove_file(run.dir.join("mcpdome.toml")).unwrap())
                 .act(|run| run.proxy.kill("HUP"))
