@@ -1187,6 +1187,21 @@ fn operations() -> Vec<Case> {
         case("pins: a directory in place of the pin file at start")
             .before(|dir| std::fs::create_dir(dir.join("pins.json")).unwrap())
             .start_fails(2, "failed to read pin file"),
+        case("pins: the pin file becomes a FIFO; the relay does not wait on it")
+            .sends(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+            .reaches(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+            .gets(&filtered_list("1", &["read_file", "echo"]))
+            .act(|run| {
+                let path = run.dir.join("pins.json");
+                std::fs::remove_file(&path).unwrap();
+                let status = Command::new("mkfifo").arg(&path).status().expect("run mkfifo");
+                assert!(status.success(), "mkfifo failed");
+            })
+            .sends(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+            .reaches(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+            .gets(&filtered_list("2", &["read_file", "echo"]))
+            .stderr("not a regular file", 1)
+            .passes("3", &call("3", "echo", "{}")),
         case("pins: the pin file becomes unreadable; the pins in force stay")
             .sends(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
             .reaches(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
