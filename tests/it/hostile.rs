@@ -1083,6 +1083,12 @@ fn server_side() -> Vec<Case> {
                 &format!(r#"{{"tools":{{"echo":{{"name":"echo","description":{}}}}}}}"#, json_str(injection)),
             ))
             .gets(&error("1", INVALID, "the upstream's tools/list result has `tools` that is not an array")),
+        case("server: tools/list with a schema 10 000 levels deep")
+            .alone()
+            .sends(&hold_list("1"))
+            .reaches(&hold_list("1"))
+            .server_sends(&list("1", &format!(r#"[{{"name":"echo","inputSchema":{{"type":"object","default":{}}}}}]"#, nested(10_000, "1"))))
+            .gets(&error("1", INVALID, "result: recursion limit exceeded at line 1 column 190")),
         case("server: tools/list with tools that are not objects")
             .alone()
             .sends(&hold_list("1"))
