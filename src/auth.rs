@@ -61,7 +61,7 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     }
     let is_initialize = ctx.msg.method() == "initialize";
     // Strip every key the message carries, whichever one decides.
-    let (init_key, meta_key) = strip_keys(ctx)?;
+    let (init_keys, meta_key) = strip_keys(ctx)?;
     let lookup = |token: &Value| -> Result<(Arc<Identity>, [u8; 32]), Deny> {
         let token =
             token.as_str().ok_or_else(|| Deny::new(AUTH_FAILED, "the key must be a string"))?;
@@ -70,23 +70,28 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
             .ok_or_else(|| Deny::new(AUTH_FAILED, "unknown key"))?;
         Ok((identity, digest))
     };
+    // Every key the message carries must be right, and they must be one key: a wrong key next
+    // to a right one is still a wrong key, and two right ones would leave the identity to
+    // whichever field is read first.
+    let mut presented = Vec::new();
+    for token in init_keys.iter().chain(&meta_key) {
+        presented.push(lookup(token)?);
+    }
+    if presented.windows(2).any(|pair| pair[0].1 != pair[1].1) {
+        return Err(Deny::new(AUTH_FAILED, "the message carries two different keys"));
+    }
     let (identity, session_key) = if let Some(token) = &gate.config.env_token {
         // A key in the environment was put there by the host; it wins, but a wrong key in the
         // message is still refused. It is looked up in the settings in force, so a reload that
         // removes it takes effect at once.
-        for presented in [&init_key, &meta_key].into_iter().flatten() {
-            lookup(presented)?;
-        }
         let digest = sha256(token.as_bytes());
         let identity = find_key(&settings.keys, &digest)
             .ok_or_else(|| Deny::new(AUTH_FAILED, "MCPDOME_TOKEN matches no configured key"))?;
         (identity, None)
-    } else if let Some(token) = &init_key {
-        // In `initialize` it holds for the session; elsewhere, for this request.
-        let (identity, digest) = lookup(token)?;
-        (identity, Some(digest))
-    } else if let Some(token) = &meta_key {
-        (lookup(token)?.0, None)
+    } else if let Some((identity, digest)) = presented.into_iter().next() {
+        // A key in `initialize` holds for the session; elsewhere, for this request.
+        let session_key = (!init_keys.is_empty()).then_some(digest);
+        (identity, session_key)
     } else if let Some(digest) = gate.session_key() {
         // The session's key is looked up again in the settings in force, so a reload that
         // changes its labels or removes it applies to open sessions too.
@@ -115,27 +120,23 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
 /// Removes `_mcpdome_psk`/`_mcpdome_api_key` from the params and `mcpdome/token` from their
 /// `_meta`, returning them. Key names are compared after JSON unescaping, so an escaped
 /// spelling is still a key.
-fn strip_keys(ctx: &mut Ctx<'_>) -> Result<(Option<Value>, Option<Value>), Deny> {
+fn strip_keys(ctx: &mut Ctx<'_>) -> Result<(Vec<Value>, Option<Value>), Deny> {
     let action = ctx.action()?;
     // `_meta` is small; anything that could spell the field, escaped or not, is looked at.
     let meta_may_carry =
         action.meta.is_some_and(|meta| meta.get().contains("mcpdome") || meta.get().contains('\\'));
     if !action.has_key_field && !meta_may_carry {
-        return Ok((None, None));
+        return Ok((Vec::new(), None));
     }
-    let (mut init_key, mut meta_key) = (None, None);
+    let (mut init_keys, mut meta_key) = (Vec::new(), None);
     if let Some(Value::Object(map)) = ctx.params_mut()? {
-        for field in INIT_KEY_FIELDS {
-            if let Some(value) = map.remove(field) {
-                init_key = Some(value);
-            }
-        }
+        init_keys.extend(INIT_KEY_FIELDS.iter().filter_map(|field| map.remove(*field)));
         if let Some(Value::Object(meta)) = map.get_mut("_meta") {
             meta_key = meta.remove(META_KEY_FIELD);
         }
     }
-    ctx.changed |= init_key.is_some() || meta_key.is_some();
-    Ok((init_key, meta_key))
+    ctx.changed |= !init_keys.is_empty() || meta_key.is_some();
+    Ok((init_keys, meta_key))
 }
 
 /// The identity for a presented key's SHA-256, comparing against every configured digest.

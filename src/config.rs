@@ -27,6 +27,9 @@ use crate::ward::Ward;
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "mcpdome.toml";
 
+/// The longest settings file read; real ones are a few kilobytes.
+const MAX_CONFIG_BYTES: usize = 16 << 20;
+
 /// Compiled size limit for one policy regex (regex-lite's default is far larger). A policy is
 /// trusted input, but a typo like `(a+)+{1000}` should fail at load, not at the first message.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -158,7 +161,7 @@ impl Settings {
     }
 
     pub fn load(path: &Path, switches: Switches) -> Result<Settings, Error> {
-        let text = std::fs::read_to_string(path).map_err(|err| {
+        let text = read_config_text(path).map_err(|err| {
             Error::io(format!("failed to read config file `{}`", path.display()), err)
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
@@ -173,6 +176,25 @@ impl Settings {
     pub fn identity_for(&self, token: &str) -> Option<Arc<Identity>> {
         crate::auth::find_key(&self.keys, &crate::auth::sha256(token.as_bytes()))
     }
+}
+
+/// The settings file's text. Only a regular file of at most [`MAX_CONFIG_BYTES`] is read: a
+/// FIFO would block the reload (and with it the thread that handles signals) forever, and
+/// `/dev/zero` would be read until memory ran out.
+fn read_config_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error as IoError, ErrorKind, Read};
+    // Looked at before opening: opening a FIFO for reading already blocks.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(IoError::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    let limit = MAX_CONFIG_BYTES as u64;
+    file.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(IoError::new(ErrorKind::InvalidData, "larger than 16 MiB"));
+    }
+    Ok(text)
 }
 
 /// Hot reload: notices when the settings file changes and swaps the new settings in. The main
@@ -192,8 +214,8 @@ impl Watch {
     }
 
     /// Whether the file changed since it was loaded and has stayed the same for one poll: an
-    /// editor that truncates and then writes is not caught half-way (an empty file is a valid
-    /// file that governs nothing).
+    /// editor that truncates and then writes is not caught half-way. A file left empty or cut
+    /// short is caught by [`Watch::reload`] instead.
     pub fn changed(&mut self) -> bool {
         let now = stamp(&self.path);
         let settled = now == self.seen;
@@ -205,9 +227,11 @@ impl Watch {
         self.loaded = stamp(&self.path);
         self.seen = self.loaded;
         let name = self.path.display().to_string();
-        let (outcome, reason) = match Settings::load(&self.path, gate.config.switches()) {
+        let current = gate.settings();
+        let loaded = Settings::load(&self.path, gate.config.switches())
+            .and_then(|settings| check_not_dropped(&current, settings, &name));
+        let (outcome, reason) = match loaded {
             Ok(settings) => {
-                let current = gate.settings();
                 if settings.ledger != current.ledger {
                     crate::warn!("{name}: [ledger] changes take effect at the next start");
                 }
@@ -238,6 +262,23 @@ impl Watch {
             }
         }
     }
+}
+
+/// Refuses a reload that would turn the policy or the ward off by leaving it out. An emptied,
+/// truncated or half-written file (a save in progress, a full disk, `: > mcpdome.toml`) parses
+/// as valid TOML that governs nothing, so taking it at its word would fail open: every call
+/// allowed until the next good save. Turning a check off takes words that say so.
+fn check_not_dropped(current: &Settings, new: Settings, name: &str) -> Result<Settings, Error> {
+    let dropped = if current.policy.is_some() && new.policy.is_none() {
+        "has no rules and no `default_effect`, which would stop governing every call (to allow \
+         everything on purpose, write `default_effect = \"allow\"` under [mcpdome])"
+    } else if current.ward.is_some() && new.ward.is_none() {
+        "has no [ward], which would stop scanning (to only log, set each category to \"log\" \
+         under [ward])"
+    } else {
+        return Ok(new);
+    };
+    Err(Error::usage(format!("config file `{name}` {dropped}")))
 }
 
 fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {

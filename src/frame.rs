@@ -365,11 +365,13 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A string, or an integer within `i64` written without fraction or exponent.
+/// A string, or an integer within `i64` written without fraction or exponent. A string with a
+/// lone surrogate escape (`"\ud800"`) is not one: it is no Unicode text, serde_json peers refuse
+/// the whole message for it, and a peer that takes it cannot always write it back in an answer.
 fn valid_id(id: Raw<'_>) -> bool {
     let text = id.get();
     match text.as_bytes()[0] {
-        b'"' => true,
+        b'"' => !text.contains('\\') || serde_json::from_str::<String>(text).is_ok(),
         b'-' | b'0'..=b'9' => text.parse::<i64>().is_ok(),
         _ => false,
     }
@@ -1025,6 +1027,8 @@ mod tests {
         bad(br#"{"id":3,"method":"a"}"#, FrameError::BadVersion, Some("3"));
         bad(br#"{"jsonrpc":"2.0","id":null,"method":"a"}"#, FrameError::BadId, None);
         bad(br#"{"jsonrpc":"2.0","id":1.5,"method":"a"}"#, FrameError::BadId, None);
+        bad(br#"{"jsonrpc":"2.0","id":"\ud800","method":"a"}"#, FrameError::BadId, None);
+        bad(br#"{"jsonrpc":"2.0","id":"a\udc00","result":{}}"#, FrameError::BadId, None);
         bad(br#"{"jsonrpc":"2.0","id":1e3,"method":"a"}"#, FrameError::BadId, None);
         bad(br#"{"jsonrpc":"2.0","id":{"a":1},"method":"a"}"#, FrameError::BadId, None);
         bad(

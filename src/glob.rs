@@ -32,7 +32,7 @@ impl Glob {
     /// Matches a URI already normalised by [`normalize_uri`]: `*` stays within a path segment,
     /// `**` crosses segments; the pattern `*` alone matches everything.
     pub fn matches_uri(&self, normalized: &str) -> bool {
-        self.pattern == "*" || matches_dirs(&self.pattern, normalized.as_bytes())
+        self.pattern == "*" || matches_dirs(&canonical_prefix(&self.pattern), normalized.as_bytes())
     }
 
     /// Matches a path after normalising it; a path that climbs above `/` never matches.
@@ -43,22 +43,63 @@ impl Glob {
 }
 
 /// A resource URI made comparable: its path percent-decoded and normalised like a file path, so
-/// `file:///tmp/%2e%2e/etc/passwd` is `file:///etc/passwd`. The scheme and authority, and any
-/// query or fragment, are kept as written. `None` when the path climbs above its root or its
-/// percent-encoding is not UTF-8: such a URI cannot be allowed by anything narrower than `*`.
+/// `file:///tmp/%2e%2e/etc/passwd` is `file:///etc/passwd`; its scheme in lower case, and a
+/// `file:` URI in the form `file:///path` (`file:/path` and `file://localhost/path` name the same
+/// file). The authority, and any query or fragment, are kept as written. `None` when the path
+/// climbs above its root, its percent-encoding is not UTF-8, or the URI holds what URI parsers
+/// disagree on: a backslash (a path separator to WHATWG parsers such as Node's, a file name
+/// character to others), a control character (tabs and line breaks are silently removed by
+/// WHATWG and Python parsers, so `pri\nvate` is `private` to the server), or a leading or
+/// trailing space (also removed). Such a URI cannot be allowed by anything narrower than `*`.
 pub fn normalize_uri(uri: &str) -> Option<String> {
+    let ambiguous = |c: char| c == '\\' || c.is_ascii_control();
+    if uri.contains(ambiguous) || uri.starts_with(' ') || uri.ends_with(' ') {
+        return None;
+    }
+    let uri = canonical_prefix(uri);
     let (prefix, rest) = match uri.find("://") {
         Some(at) => {
             let after = at + 3;
             let path_at = uri[after..].find('/').map_or(uri.len(), |idx| after + idx);
             uri.split_at(path_at)
         }
-        None => ("", uri),
+        None => ("", uri.as_str()),
     };
     let (path, suffix) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
     let decoded = percent_decode(path)?;
     let path = if decoded.contains('/') { normalize_path(&decoded)? } else { decoded };
     Some(format!("{prefix}{path}{suffix}"))
+}
+
+/// The scheme in lower case (`FILE:` is `file:`), and `file:/path` or `file://localhost/path`
+/// as `file:///path`. Applied to URIs and to the patterns they are matched against alike. A
+/// scheme with a wildcard in it is left as written.
+fn canonical_prefix(uri: &str) -> String {
+    let Some(colon) = uri.find(':') else { return uri.to_owned() };
+    let scheme = &uri[..colon];
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return uri.to_owned();
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    let rest = &uri[colon + 1..];
+    if scheme != "file" {
+        return format!("{scheme}:{rest}");
+    }
+    let path = match rest.strip_prefix("//") {
+        Some(after) => {
+            let host_end = after.find('/').unwrap_or(after.len());
+            if after[..host_end].eq_ignore_ascii_case("localhost") {
+                &after[host_end..]
+            } else {
+                return format!("file:{rest}");
+            }
+        }
+        None if rest.starts_with('/') => rest,
+        None => return format!("file:{rest}"),
+    };
+    format!("file://{path}")
 }
 
 fn percent_decode(text: &str) -> Option<String> {
@@ -104,7 +145,10 @@ pub fn normalize_path(path: &str) -> Option<String> {
         out.push('/');
     }
     out.push_str(&parts.join("/"));
-    if path.ends_with('/') && !parts.is_empty() {
+    // `/a/b/.` and `/a/b/c/..` name the directory `/a/b/`, as `/a/b/` does (and as URL parsers
+    // resolve them), so they match what `/a/b/` matches.
+    let dir = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
+    if dir && !parts.is_empty() {
         out.push('/');
     }
     Some(out)
@@ -184,6 +228,9 @@ mod tests {
         assert_eq!(normalize_path("a/../../b"), None);
         assert_eq!(normalize_path("/").as_deref(), Some("/"));
         assert_eq!(normalize_path("/tmp/a\0b"), None);
+        assert_eq!(normalize_path("/srv/private/.").as_deref(), Some("/srv/private/"));
+        assert_eq!(normalize_path("/srv/private/key/..").as_deref(), Some("/srv/private/"));
+        assert_eq!(normalize_path("/srv/..").as_deref(), Some("/"));
     }
 
     #[test]
@@ -223,6 +270,20 @@ mod tests {
         );
         assert_eq!(norm("demo://resource/static/1").as_deref(), Some("demo://resource/static/1"));
         assert_eq!(norm("urn:x").as_deref(), Some("urn:x"));
+        // What URI parsers disagree on is refused; other spellings of one file are one URI.
+        assert_eq!(norm("file:///srv/private\\key"), None);
+        assert_eq!(norm("file:///srv/pri\nvate/key"), None);
+        assert_eq!(norm("file:///srv/a\t/../private/key"), None);
+        assert_eq!(norm("file:///srv/private\x7f"), None);
+        assert_eq!(norm(" file:///srv/private/key"), None);
+        assert_eq!(norm("file:///srv/private "), None);
+        assert_eq!(norm("FILE:///srv/a").as_deref(), Some("file:///srv/a"));
+        assert_eq!(norm("file:/srv/a").as_deref(), Some("file:///srv/a"));
+        assert_eq!(norm("file://LocalHost/srv/a").as_deref(), Some("file:///srv/a"));
+        assert_eq!(norm("file://server/share/a").as_deref(), Some("file://server/share/a"));
+        assert_eq!(norm("file:///srv/private/.").as_deref(), Some("file:///srv/private/"));
+        assert_eq!(norm("HTTPS://Host/a").as_deref(), Some("https://Host/a"));
+        assert!(Glob::new("FILE://localhost/srv/private/**").matches_uri("file:///srv/private/k"));
         let glob = Glob::new("file:///tmp/*");
         assert!(glob.matches_uri("file:///tmp/a"));
         assert!(!glob.matches_uri("file:///tmp/a/b"));

@@ -1067,6 +1067,15 @@ fn stamp(path: &Path) -> io::Result<Option<Stamp>> {
     }
 }
 
+/// A FIFO, a socket or a device: nothing a pin file can be.
+fn is_special(kind: &fs::FileType) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    kind.is_fifo() || kind.is_socket() || kind.is_char_device() || kind.is_block_device()
+}
+
+/// The longest pin file read: [`MAX_TOOLS`] definitions of a generous size.
+const MAX_PIN_FILE_BYTES: u64 = 256 << 20;
+
 /// No file there: nothing, or a file where a directory should be (which the first write reports).
 fn is_absent(err: &io::Error) -> bool {
     matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
@@ -1078,7 +1087,16 @@ fn read_error(path: &Path, err: io::Error) -> Error {
 
 /// The pins in `path` and the file's stamp; no file is no pins.
 fn read_pin_file(path: &Path) -> Result<(PinFile, Option<Stamp>), Error> {
-    let mut handle = match fs::File::open(path) {
+    // Looked at before opening: opening a FIFO blocks the thread that asked (a relay thread,
+    // mid-session) until someone writes to it, and a device such as /dev/zero never ends.
+    match fs::metadata(path) {
+        Ok(meta) if is_special(&meta.file_type()) => {
+            let err = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+            return Err(read_error(path, err));
+        }
+        _ => {}
+    }
+    let handle = match fs::File::open(path) {
         Ok(handle) => handle,
         Err(err) if is_absent(&err) => return Ok((PinFile::default(), None)),
         Err(err) => return Err(read_error(path, err)),
@@ -1087,7 +1105,14 @@ fn read_pin_file(path: &Path) -> Result<(PinFile, Option<Stamp>), Error> {
     let meta = handle.metadata().map_err(|err| read_error(path, err))?;
     let stamp = (meta.modified().map_err(|err| read_error(path, err))?, meta.len());
     let mut text = String::new();
-    handle.read_to_string(&mut text).map_err(|err| read_error(path, err))?;
+    handle
+        .take(MAX_PIN_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|err| read_error(path, err))?;
+    if text.len() as u64 > MAX_PIN_FILE_BYTES {
+        let err = io::Error::new(io::ErrorKind::InvalidData, "larger than 256 MiB");
+        return Err(read_error(path, err));
+    }
     let file = parse_pin_file(&text)
         .map_err(|message| Error::usage(format!("pin file `{}`: {message}", path.display())))?;
     Ok((file, Some(stamp)))

@@ -254,7 +254,7 @@ impl Policy {
                     Action::Resource { uri: &normalized }
                 }
                 None => {
-                    let reason = format!("resource URI `{uri}` climbs above its root or is not valid percent-encoding");
+                    let reason = format!("resource URI `{uri}` climbs above its root, is not valid percent-encoding, or holds a backslash, a control character or an outer space");
                     return Decision { effect: Effect::Deny, rule: None, reason };
                 }
             },
@@ -527,10 +527,21 @@ pub fn filter_tools(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     if &*request.method != "tools/list" {
         return Ok(());
     }
+    let identity = request.identity.clone();
     let settings = ctx.settings;
+    if !settings.from_file && settings.ward.is_none() && settings.pins.is_none() {
+        return Ok(());
+    }
+    // The filter, the ward and the pins read `tools` as an array; any other shape would pass
+    // all three unread, so it is refused (`null` or no `tools` lists nothing and passes).
+    let tools = ctx.result_mut()?.and_then(|result| result.get_mut("tools"));
+    if tools.as_ref().is_some_and(|tools| !tools.is_array() && !tools.is_null()) {
+        return Err(Deny::invalid(
+            "the upstream's tools/list result has `tools` that is not an array",
+        ));
+    }
     let Some(policy) = &settings.policy else { return Ok(()) };
     let anonymous = Identity::anonymous();
-    let identity = request.identity.clone();
     let identity = identity.as_deref().unwrap_or(&anonymous);
     let Some(Value::Array(tools)) = ctx.result_mut()?.and_then(|result| result.get_mut("tools"))
     else {

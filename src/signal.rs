@@ -24,6 +24,9 @@ pub struct Signals {
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and in every thread it starts later.
+/// SIGXFSZ is blocked too and never waited for: a write past a file size limit (`ulimit -f`)
+/// then fails with EFBIG, and the audit log refuses the message, instead of the signal killing
+/// mcpdome with requests open.
 pub fn block() -> io::Result<Signals> {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use, and
     // pthread_sigmask only reads it.
@@ -33,7 +36,9 @@ pub fn block() -> io::Result<Signals> {
         for sig in [SIGTERM, SIGINT, SIGHUP] {
             libc::sigaddset(&mut set, sig);
         }
-        let err = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let mut blocked = set;
+        libc::sigaddset(&mut blocked, libc::SIGXFSZ);
+        let err = libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, std::ptr::null_mut());
         if err != 0 {
             return Err(io::Error::from_raw_os_error(err));
         }

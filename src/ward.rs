@@ -167,7 +167,8 @@ fn check_response(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Den
     match &*method {
         "tools/list" => screen_tools(gate, ward, ctx),
         "initialize" => screen_instructions(ward, ctx),
-        "tools/call" | "resources/read" | "prompts/get" => {
+        // `tasks/result` carries the result of a task-augmented `tools/call` (2025-11-25).
+        "tools/call" | "resources/read" | "prompts/get" | "tasks/result" => {
             let Some(raw) = ctx.msg.result else { return Ok(()) };
             let findings = ward.scanner.scan_json_text(raw.get(), Target::Response);
             decide(ward, ctx, &findings, Target::Response, "the result")
@@ -346,7 +347,19 @@ fn screen_instructions(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         return Ok(());
     }
     let Some(Value::Object(result)) = ctx.result_mut()? else { return Ok(()) };
-    let Some(Value::String(text)) = result.get("instructions") else { return Ok(()) };
+    let text = match result.get("instructions") {
+        Some(Value::String(text)) => text,
+        None | Some(Value::Null) => return Ok(()),
+        Some(_) => {
+            // Instructions are a string; any other shape would reach the model unscanned.
+            warn!("ward: the server's instructions were removed: not a string");
+            result.remove("instructions");
+            ctx.changed = true;
+            ctx.flagged = true;
+            ctx.rule = Some("ward removed instructions: not a string".to_owned());
+            return Ok(());
+        }
+    };
     let findings = ward.scanner.scan_text(text, Target::ToolDefinition);
     if let Some(finding) = findings
         .iter()

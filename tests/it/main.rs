@@ -12,6 +12,8 @@
 //! - `pins`: schema pins against rug pulls; `pins list|diff|approve` and `hash-schema`.
 //! - `faults`: a server that dies mid-line, hangs, floods or leaves its stdin open; a client
 //!   that stops reading; mcpdome killed or stopped with requests in flight.
+//! - `hostile`: malformed, ambiguous and oversized input from either peer, and the gateway's own
+//!   files going bad, with every check on.
 
 mod util;
 
@@ -25,6 +27,7 @@ mod ward;
 mod pins;
 mod newcomer;
 mod faults;
+mod hostile;
 
 /// Both relay threads share one `&Gate`.
 #[test]
