@@ -58,9 +58,9 @@ const MAX_CANCELLED: usize = 256;
 ///   was not a message) and a reason naming the framing error.
 /// - What happens to each line is what the relay promises: a request is forwarded unless its id
 ///   is open (then it is answered), a refused request is always answered, a response goes through
-///   only to an open or cancelled request, a refused response to an open request becomes an error
-///   for that request, and at the end the gate's open requests are exactly the ones forwarded and
-///   neither answered nor cancelled.
+///   only to an open request (a late one to a cancelled request is dropped), a refused response
+///   to an open request becomes an error for that request, and at the end the gate's open
+///   requests are exactly the ones forwarded and neither answered nor cancelled.
 /// - Each line is JSON to `frame::parse` exactly when it is to serde_json, with the same shape
 ///   and the same top-level members ([`check_json`]).
 pub fn frame(data: &[u8]) {
@@ -562,9 +562,10 @@ impl Book {
                 self.open[sender].insert(id);
             }
             (Kind::Response, Some(id)) => {
-                // The answer to an open request, or a late one to a cancelled request.
-                let answers = self.open[other].remove(&id) || self.uncancel(other, &id);
-                if !answers {
+                // The answer to an open request is forwarded; a late one to a cancelled request
+                // is recognised (and forgotten) but dropped, like one to no request at all.
+                if !self.open[other].remove(&id) {
+                    self.uncancel(other, &id);
                     return Expect::Nothing;
                 }
             }
