@@ -561,13 +561,11 @@ impl Book {
                 }
                 self.open[sender].insert(id);
             }
-            (Kind::Response, Some(id)) => {
-                // The answer to an open request is forwarded; a late one to a cancelled request
-                // is recognised (and forgotten) but dropped, like one to no request at all.
-                if !self.open[other].remove(&id) {
-                    self.uncancel(other, &id);
-                    return Expect::Nothing;
-                }
+            // The answer to an open request is forwarded; a late one to a cancelled request is
+            // recognised (and forgotten) but dropped, like one to no request at all.
+            (Kind::Response, Some(id)) if !self.open[other].remove(&id) => {
+                self.uncancel(other, &id);
+                return Expect::Nothing;
             }
             _ if msg.method() == "notifications/cancelled" => match cancelled_request(&msg) {
                 Some(id) if self.open[sender].remove(&id) => {
