@@ -201,10 +201,34 @@ pub struct SettingsCache {
 struct Requests {
     ints: HashMap<i64, Open>,
     strings: HashMap<String, Open>,
-    /// The most recent cancellations, oldest first, at most `MAX_CANCELLED`: the id key, and
-    /// whether mcpdome already answered the request (it timed out), so a late answer must not
-    /// reach the sender.
+    /// The bytes of the keys in `strings`, at most [`MAX_OPEN_ID_BYTES`].
+    string_bytes: usize,
+    /// The most recent cancellations, oldest first, at most `MAX_CANCELLED` and
+    /// [`MAX_CANCELLED_BYTES`] of ids: the id key, and whether mcpdome already answered the
+    /// request (it timed out), so a late answer must not reach the sender.
     cancelled: VecDeque<(String, bool)>,
+    cancelled_bytes: usize,
+}
+
+/// How many requests may be open at once in one direction. A peer that sends requests the
+/// other side never answers cannot make the gateway's memory grow without end; beyond this, a
+/// request is refused. No MCP session comes near it.
+pub const MAX_OPEN: usize = 10_000;
+
+/// How many bytes of string ids the open requests of one direction may hold (ids as long as
+/// a message may be would otherwise make [`MAX_OPEN`] requests gigabytes).
+pub const MAX_OPEN_ID_BYTES: usize = 16 * 1024 * 1024;
+
+/// How many bytes of ids the ring of recent cancellations may hold per direction.
+const MAX_CANCELLED_BYTES: usize = 1024 * 1024;
+
+/// Why a request could not be opened.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotOpened {
+    /// A request with that id is open in that direction.
+    InUse,
+    /// [`MAX_OPEN`] requests, or [`MAX_OPEN_ID_BYTES`] of ids, are open in that direction.
+    TooMany,
 }
 
 /// How many of mcpdome's own lines may wait for an upstream that is not reading
@@ -380,21 +404,29 @@ impl Gate {
         Arc::clone(&self.anonymous)
     }
 
-    /// Records a request sent by `from`; false if that id is already open in that direction.
-    pub fn open_request(&self, from: Side, id: &str, open: Open) -> bool {
+    /// Records a request sent by `from`, unless that id is already open in that direction or
+    /// the direction holds as many open requests as it may.
+    pub fn open_request(&self, from: Side, id: &str, open: Open) -> Result<(), NotOpened> {
         let mut requests = lock(&self.requests[from.index()]);
+        let requests = &mut *requests;
+        let full = requests.ints.len() + requests.strings.len() >= MAX_OPEN;
         match int_id(id) {
             Some(n) => match requests.ints.entry(n) {
-                Entry::Occupied(_) => false,
+                Entry::Occupied(_) => Err(NotOpened::InUse),
+                Entry::Vacant(_) if full => Err(NotOpened::TooMany),
                 Entry::Vacant(slot) => {
                     slot.insert(open);
-                    true
+                    Ok(())
                 }
             },
-            None if requests.strings.contains_key(id) => false,
+            None if requests.strings.contains_key(id) => Err(NotOpened::InUse),
+            None if full || requests.string_bytes + id.len() > MAX_OPEN_ID_BYTES => {
+                Err(NotOpened::TooMany)
+            }
             None => {
+                requests.string_bytes += id.len();
                 requests.strings.insert(id.to_owned(), open);
-                true
+                Ok(())
             }
         }
     }
@@ -406,7 +438,7 @@ impl Gate {
             return Closed::Open(open);
         }
         match requests.cancelled.iter().position(|(it, _)| it == id) {
-            Some(idx) => match requests.cancelled.remove(idx) {
+            Some(idx) => match requests.forget_cancelled(idx) {
                 Some((_, true)) => Closed::Answered,
                 _ => Closed::Cancelled,
             },
@@ -448,6 +480,7 @@ impl Gate {
             .collect();
         for id in strings {
             if let Some(open) = requests.strings.remove(&id) {
+                requests.string_bytes -= id.len();
                 expired.push((id, open));
             }
         }
@@ -485,22 +518,37 @@ impl Gate {
         let mut requests = lock(&self.requests[from.index()]);
         let mut ids: Vec<String> = requests.ints.drain().map(|(n, _)| n.to_string()).collect();
         ids.extend(requests.strings.drain().map(|(id, _)| id));
+        requests.string_bytes = 0;
         ids
     }
 }
 
 impl Requests {
     fn remember_cancelled(&mut self, id: String, answered: bool) {
-        if self.cancelled.len() == MAX_CANCELLED {
-            self.cancelled.pop_front();
-        }
+        self.cancelled_bytes += id.len();
         self.cancelled.push_back((id, answered));
+        while self.cancelled.len() > MAX_CANCELLED || self.cancelled_bytes > MAX_CANCELLED_BYTES {
+            match self.cancelled.pop_front() {
+                Some((old, _)) => self.cancelled_bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn forget_cancelled(&mut self, idx: usize) -> Option<(String, bool)> {
+        let entry = self.cancelled.remove(idx)?;
+        self.cancelled_bytes -= entry.0.len();
+        Some(entry)
     }
 
     fn remove(&mut self, id: &str) -> Option<Open> {
         match int_id(id) {
             Some(n) => self.ints.remove(&n),
-            None => self.strings.remove(id),
+            None => {
+                let open = self.strings.remove(id)?;
+                self.string_bytes -= id.len();
+                Some(open)
+            }
         }
     }
 }
@@ -551,7 +599,8 @@ mod tests {
     #[test]
     fn request_ids() {
         let gate = gate();
-        let open = |id: &str| gate.open_request(Side::Client, id, Open::new("tools/call", None));
+        let open =
+            |id: &str| gate.open_request(Side::Client, id, Open::new("tools/call", None)).is_ok();
         for id in
             ["7", "\"7\"", "-3", "0", "9223372036854775807", "-9223372036854775808", "\"a\\\"b\""]
         {
@@ -578,6 +627,40 @@ mod tests {
     }
 
     #[test]
+    fn open_requests_are_bounded() {
+        let gate = gate();
+        let open = |from: Side, id: &str| gate.open_request(from, id, Open::new("ping", None));
+        for n in 0..MAX_OPEN {
+            assert_eq!(open(Side::Client, &n.to_string()), Ok(()), "request {n}");
+        }
+        assert_eq!(open(Side::Client, "-1"), Err(NotOpened::TooMany));
+        assert_eq!(open(Side::Client, "\"s\""), Err(NotOpened::TooMany));
+        assert_eq!(open(Side::Client, "0"), Err(NotOpened::InUse));
+        // The other direction has its own table; an answer makes room.
+        assert_eq!(open(Side::Upstream, "-1"), Ok(()));
+        assert!(matches!(gate.close_request(Side::Client, "5"), Closed::Open(_)));
+        assert_eq!(open(Side::Client, "-1"), Ok(()));
+        gate.drain_requests(Side::Client);
+
+        // String ids are bounded by their bytes too, and every way out gives the bytes back.
+        let long = |c: char| format!("\"{}\"", c.to_string().repeat(MAX_OPEN_ID_BYTES / 4 - 2));
+        for c in ['a', 'b', 'c', 'd'] {
+            assert_eq!(open(Side::Client, &long(c)), Ok(()));
+        }
+        assert_eq!(open(Side::Client, "\"e\""), Err(NotOpened::TooMany));
+        assert_eq!(open(Side::Client, "1"), Ok(()), "integer ids take no id bytes");
+        assert!(matches!(gate.close_request(Side::Client, &long('a')), Closed::Open(_)));
+        assert!(gate.cancel_request(Side::Client, &long('b')));
+        assert_eq!(open(Side::Client, &long('e')), Ok(()));
+        assert_eq!(open(Side::Client, &long('f')), Ok(()));
+        assert_eq!(open(Side::Client, "\"g\""), Err(NotOpened::TooMany));
+        gate.drain_requests(Side::Client);
+        assert_eq!(open(Side::Client, &long('g')), Ok(()));
+        // The ring of cancellations keeps at most a mebibyte of ids: the long one is forgotten.
+        assert!(matches!(gate.close_request(Side::Client, &long('b')), Closed::Unknown));
+    }
+
+    #[test]
     fn lines_for_an_upstream_that_does_not_read_are_bounded() {
         let gate = gate();
         let later = gate.defer_upstream();
@@ -597,12 +680,12 @@ mod tests {
             let mut open = Open::new("tools/call", None);
             open.timeout_ms = 300;
             open.progress = token;
-            assert!(gate.open_request(Side::Client, id, open));
+            assert!(gate.open_request(Side::Client, id, open).is_ok());
         };
         open("1", None);
         open("\"a\"", Some(Token::Str("t".into())));
         open("2", Some(Token::Int(7)));
-        assert!(gate.open_request(Side::Client, "3", Open::new("ping", None)));
+        assert!(gate.open_request(Side::Client, "3", Open::new("ping", None)).is_ok());
         // One tick of slack: nothing expires before timeout + tick.
         assert!(gate.expire(Side::Client, 399).is_empty());
         gate.clock.store(250, Ordering::Relaxed);

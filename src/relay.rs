@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::chain::{self, Check, Ctx, Deny, AUDIT_FAILED, REQUEST_TIMEOUT, UPSTREAM_GONE};
 use crate::config::{self, Settings};
 use crate::frame::{self, Kind, LineReader, Read, INVALID_REQUEST};
-use crate::gate::{Closed, Gate, Open, Side, Token, TICK};
+use crate::gate::{self, Closed, Gate, NotOpened, Open, Side, Token, TICK};
 use crate::ledger;
 use crate::log;
 use crate::signal::{self, Signals};
@@ -381,8 +381,17 @@ fn relay_line(
                     open.progress = progress_token(&ctx);
                 }
             }
-            if !gate.open_request(from, id, open) {
-                let reason = format!("request id {id} is already in use by an unanswered request");
+            if let Err(not_opened) = gate.open_request(from, id, open) {
+                let reason = match not_opened {
+                    NotOpened::InUse => {
+                        format!("request id {id} is already in use by an unanswered request")
+                    }
+                    NotOpened::TooMany => format!(
+                        "too many unanswered requests ({} at most, {} bytes of ids); wait for answers",
+                        gate::MAX_OPEN,
+                        gate::MAX_OPEN_ID_BYTES
+                    ),
+                };
                 let refusal = Refusal {
                     shape: Shape::Request,
                     id: Some(id),
