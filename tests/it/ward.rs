@@ -368,6 +368,29 @@ fn encoded_secret_in_a_result_does_not_pass() {
     }
 }
 
+/// A credential known only by the key it is stored under (`"password": "…"`) is redacted in a
+/// result like any other secret: the whole value is replaced.
+#[test]
+fn secret_under_a_credential_key_in_a_result_is_redacted() {
+    let dir = TempDir::new("ward_result_keyword_secret");
+    let result = json!({
+        "content": [{ "type": "text", "text": "1 row" }],
+        "structuredContent": { "rows": [{ "user": "svc-backup", "password": "Xk29vLp!qw3Rt" }] },
+    });
+    let results = dir.write("results.json", &json!({ "query_users": result }).to_string());
+    let mut proxy = start(&dir, "[ward]\n", &[], &["--results-file", results.to_str().unwrap()]);
+    let query = call("4", "query_users", r#"{"limit":1}"#);
+    proxy.send_line(&query);
+    let line = proxy.recv();
+    assert!(!String::from_utf8_lossy(&line).contains("Xk29vLp"), "the secret reached the client");
+    let mut expected = json!({ "jsonrpc": "2.0", "id": 4, "result": result });
+    expected["result"]["structuredContent"]["rows"][0]["password"] =
+        json!("[REDACTED:secret-keyword-value]");
+    assert_eq!(json(&line), expected);
+    let (received, _) = finish(proxy, &dir);
+    assert_eq!(received, lines(&[&query]));
+}
+
 /// `secret = "redact"`: a credential in the arguments is replaced before the call is forwarded;
 /// everything else, the tool's name included, reaches the server as sent.
 #[test]
