@@ -3,9 +3,10 @@
 //! `scan` finds; this module decides. It scans:
 //! - client → server: the arguments of `tools/call` and `prompts/get`, and the params of
 //!   `completion/complete` (as [`Target::Request`]);
-//! - server → client: the results of `tools/call`, `resources/read` and `prompts/get`, and
-//!   server requests aimed at the client's model (`sampling/createMessage`, `elicitation/create`)
-//!   (as [`Target::Response`]);
+//! - server → client: the results of `tools/call`, `resources/read` and `prompts/get`, the
+//!   error of every error response (its message and data reach the client as a result would),
+//!   and server requests aimed at the client's model (`sampling/createMessage`,
+//!   `elicitation/create`) (as [`Target::Response`]);
 //! - every tool definition in a `tools/list` result, and the server's `instructions` (as
 //!   [`Target::ToolDefinition`]).
 //!
@@ -163,6 +164,10 @@ fn check_server_request(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
 
 fn check_response(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     let Some(request) = &ctx.request else { return Ok(()) };
+    if let Some(raw) = ctx.msg.error {
+        let findings = ward.scanner.scan_json_text(raw.get(), Target::Response);
+        return decide(ward, ctx, &findings, Target::Response, "the error");
+    }
     let method = request.method.clone();
     match &*method {
         "tools/list" => screen_tools(gate, ward, ctx),
@@ -256,6 +261,7 @@ fn block(finding: &Finding, what: &str) -> Deny {
 /// Replaces secrets in the part of the message that was scanned.
 fn redact_message(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     let target = match ctx.msg.kind {
+        Kind::Response if ctx.msg.error.is_some() => ctx.error_mut()?,
         Kind::Response => ctx.result_mut()?,
         _ => match ctx.params_mut()? {
             // In a call, only the arguments are redacted; the tool's name stays.
@@ -525,6 +531,9 @@ fn scan_message(scanner: &Scanner, value: &Value, line: usize, out: &mut Vec<Str
     }
     if method.is_empty() && value.get("result").is_some() && result.get("tools").is_none() {
         report(out, line, "result", &scanner.scan_json(result, Target::Response));
+    }
+    if let Some(error) = value.get("error").filter(|_| method.is_empty()) {
+        report(out, line, "error", &scanner.scan_json(error, Target::Response));
     }
 }
 
