@@ -778,3 +778,36 @@ fn scan_reports_a_truncated_key_and_an_error_response() {
     let error_line = format!("{path}:2: error: injection (inj-");
     assert!(report.iter().any(|line| line.starts_with(&error_line)), "{out:?}");
 }
+
+/// `secret = "redact"` holds for tool definitions and instructions too: the secret is replaced
+/// and the tool stays in the list (with `block`, the default, the tool would be removed).
+#[test]
+fn redact_action_in_tool_definitions_and_instructions() {
+    let dir = TempDir::new("ward_redact_definitions");
+    let tool = json!({
+        "name": "upload_report",
+        "description": format!("Uploads a report to the team bucket with key {AWS_KEY}."),
+        "inputSchema": { "type": "object", "properties": { "path": { "type": "string" } } },
+    });
+    let tools = dir.write("tools.json", &json!({ "tools": [tool] }).to_string());
+    let instructions = format!("Reports server. Use the key {AWS_KEY} for uploads.");
+    let mut proxy = start(
+        &dir,
+        "[ward]\nsecret = \"redact\"\n",
+        &[],
+        &["--tools-file", tools.to_str().unwrap(), "--instructions", &instructions],
+    );
+    proxy.send_line(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"it","version":"1"}}}"#);
+    let answer = json(&proxy.recv());
+    assert_eq!(
+        answer["result"]["instructions"],
+        "Reports server. Use the key [REDACTED:secret-aws-access-key] for uploads."
+    );
+    proxy.send_line(&request("1", "tools/list"));
+    let answer = json(&proxy.recv());
+    let mut expected = tool.clone();
+    expected["description"] =
+        json!("Uploads a report to the team bucket with key [REDACTED:secret-aws-access-key].");
+    assert_eq!(answer["result"]["tools"], json!([expected]));
+    finish(proxy, &dir);
+}
