@@ -449,9 +449,9 @@ pub fn fold_where_needed(text: &str) -> std::borrow::Cow<'_, str> {
 /// A leet word is letters mixed with `0 1 3 4 5 7 @ $` and nothing else but punctuation around
 /// it (so `sha256`, `0x1f`, `i18n` and commit ids are not). A line is leet when at least two of
 /// its words, and a quarter of them, are, and letters touch leet characters densely (see
-/// `leet_dense`, which [`profile`] checks on the raw text); the view holds those lines only, read as letters
-/// (`1gn0r3` → `ignore`), so a leet sentence buried in a long document is still seen. It works
-/// on plain ASCII text as well (see [`Profile::plain`]); case is left as it is.
+/// `leet_dense`, which [`profile`] checks on the raw text); the view holds those lines only,
+/// read as letters (`1gn0r3` → `ignore`), so a leet sentence buried in a long document is still
+/// seen. It works on plain ASCII text as well (see [`Profile::plain`]); case is left as it is.
 pub fn leet(folded: &str) -> Option<String> {
     let bytes = folded.as_bytes();
     if !bytes.iter().any(|b| matches!(b, b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'@' | b'$')) {
@@ -697,6 +697,7 @@ fn leet_pairs(line: &[u8]) -> (usize, usize) {
 }
 
 /// A letter next to a leet character, either way round: `1gn0r3` has four.
+#[inline(always)]
 fn leet_pair(prev: u8, extra: u8) -> bool {
     (prev | extra) & (W_LETTER | W_LEET) == W_LETTER | W_LEET && prev != extra
 }
