@@ -419,6 +419,37 @@ pub fn unhide(text: &str) -> Option<String> {
     changed.then_some(out)
 }
 
+/// Whether [`unhide`] would undo something that can hide an encoded payload: invisible
+/// characters (a zero-width space splitting a base64 run), ANSI escapes, tag characters, or
+/// compatibility forms of letters, digits and symbols (fullwidth base64). Typographic quotes,
+/// dashes and the ellipsis, the common case in prose, cannot.
+pub fn hides_encoding(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            0x1b => return true,
+            b if b < 0x80 => i += 1,
+            _ => {
+                let Some(c) = text[i..].chars().next() else { break };
+                i += c.len_utf8();
+                let cp = c as u32;
+                let payload = |s: &str| {
+                    s.bytes().any(|b| b.is_ascii_alphanumeric() || b"+/=%&#;_\\".contains(&b))
+                };
+                if is_invisible(c)
+                    || is_c1_control(c)
+                    || (0xE0000..=0xE007F).contains(&cp)
+                    || compat(c).is_some_and(payload)
+                {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
 /// [`fold`] line by line, leaving lines of plain ASCII as they are.
 ///
 /// For callers whose matchers ignore case and treat any whitespace run as one space (the
@@ -607,6 +638,11 @@ fn fold_words(cased: &str) -> String {
 }
 
 fn push_word(out: &mut String, word: &str) {
+    if word.is_ascii() {
+        // Most words of a line that needs this pass: nothing to map, only case to fold.
+        out.extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        return;
+    }
     // The decision must not change when the word is folded again, so it only looks at
     // properties that lower-casing keeps: a letter counts as Latin if its lower case is ASCII
     // (İ is), and as a look-alike if its lower case is one (Cyrillic В is not: в looks like
@@ -2092,6 +2128,16 @@ mod tests {
         let tags: String =
             "Key".chars().map(|c| char::from_u32(0xE0000 + c as u32).unwrap()).collect();
         assert_eq!(unhide(&format!("a{tags}")).as_deref(), Some("aKey"));
+    }
+
+    #[test]
+    fn hides_encoding_only_for_what_can_hide_a_payload() {
+        assert!(!hides_encoding("plain ASCII, digits 0123 and + / = %"));
+        assert!(!hides_encoding("don\u{2019}t \u{2014} \u{201c}quoted\u{201d}\u{2026} caf\u{e9}"));
+        assert!(hides_encoding("\u{ff41}\u{ff37}\u{ff44}\u{ff55}"));
+        assert!(hides_encoding("aW\u{200b}du"));
+        assert!(hides_encoding("x\u{1b}[8my"));
+        assert!(hides_encoding("\u{e0061}"));
     }
 
     #[test]

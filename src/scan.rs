@@ -493,8 +493,10 @@ impl<'s> Doc<'s> {
                 self.secrets_in(&unhidden, pointer, "unhidden");
                 // Encodings are hidden the same way (fullwidth base64, hex split by zero-width
                 // characters), and folding cannot reveal them: it loses their case.
-                let profile = normalize::profile(&unhidden);
-                self.decoded(&unhidden, &profile, pointer);
+                if normalize::hides_encoding(s) {
+                    let profile = normalize::profile(&unhidden);
+                    self.decoded(&unhidden, &profile, pointer);
+                }
             }
         }
         if !self.deferred {
