@@ -10,8 +10,9 @@
 //!   hide is kept), Unicode tags decoded to the ASCII they carry, invisible characters removed,
 //!   fullwidth and compatibility forms folded by table, confusable Cyrillic / Greek / Armenian
 //!   letters mapped to Latin inside words that are Latin or wholly made of look-alikes, case
-//!   folded, and every run of whitespace collapsed to one `' '` (or one `'\n'` when the run held
-//!   a line break). `fold` is idempotent: `fold(&fold(s)) == fold(s)` for every `s`.
+//!   folded (`İ` is `i`), combining marks on letters that end up ASCII dropped, and every run of
+//!   whitespace collapsed to one `' '` (or one `'\n'` when the run held a line break, NEL
+//!   included). `fold` is idempotent: `fold(&fold(s)) == fold(s)` for every `s`.
 //! - [`leet`] is a second view of a folded text with digits and symbols read as letters
 //!   (`1gn0r3` → `ignore`), made only when the text actually contains leet words. It is not
 //!   idempotent and need not be: it is scanned, never folded again.
@@ -304,6 +305,7 @@ pub fn fold(text: &str) -> String {
     // Pending whitespace: 0 none, 1 space, 2 line break. Emitted before the next visible char,
     // never at the start or the end, which is what makes folding idempotent.
     let mut ws: u8 = 0;
+    // Letters outside ASCII, or combining marks: the word pass (`fold_words`) has work.
     let mut foreign_letters = false;
     let mut i = 0;
     while i < bytes.len() {
