@@ -112,6 +112,7 @@ pub struct Ctx<'a> {
     action: OnceCell<Result<ActionParams<'a>, Deny>>,
     params: Option<Option<Value>>,
     result: Option<Option<Value>>,
+    error: Option<Option<Value>>,
 }
 
 /// What a `tools/call`, `resources/read` or `prompts/get` asks for, borrowed from the params.
@@ -148,6 +149,7 @@ impl<'a> Ctx<'a> {
             action: OnceCell::new(),
             params: None,
             result: None,
+            error: None,
         }
     }
 
@@ -204,6 +206,22 @@ impl<'a> Ctx<'a> {
         Ok(self.result.as_mut().and_then(Option::as_mut))
     }
 
+    /// The error of an error response as a tree, for a check that changes it; mark `changed`
+    /// after editing.
+    pub fn error_mut(&mut self) -> Result<Option<&mut Value>, Deny> {
+        if self.error.is_none() {
+            let parsed = match self.msg.error {
+                None => None,
+                Some(raw) => Some(
+                    strict_value(raw.get())
+                        .map_err(|err| Deny::invalid(format!("error: {err}")))?,
+                ),
+            };
+            self.error = Some(parsed);
+        }
+        Ok(self.error.as_mut().and_then(Option::as_mut))
+    }
+
     /// The message as it leaves the gateway when a check changed it. Only the JSON-RPC members
     /// are kept; members MCP does not define are dropped.
     pub fn rewritten(&self) -> Vec<u8> {
@@ -229,7 +247,11 @@ impl<'a> Ctx<'a> {
         if msg.kind == Kind::Response {
             match (&self.result, msg.error) {
                 (_, Some(error)) => {
-                    out.insert("error".to_owned(), reparse(Some(error)).unwrap_or(Value::Null));
+                    let error = match &self.error {
+                        Some(edited) => edited.clone(),
+                        None => reparse(Some(error)),
+                    };
+                    out.insert("error".to_owned(), error.unwrap_or(Value::Null));
                 }
                 (Some(edited), None) => {
                     out.insert("result".to_owned(), edited.clone().unwrap_or(Value::Null));

@@ -193,8 +193,8 @@ pub fn normalize(data: &[u8]) {
 /// - [`Scanner::redact`] redacts exactly when `scan_text` finds a secret with a span; what it
 ///   returns differs from the input, has no secret with a span left when scanned again, and is
 ///   left alone by a second `redact` (idempotent).
-/// - After [`Scanner::redact_json`], `scan_json` finds no secret with a span in the value, and a
-///   second `redact_json` finds nothing to redact.
+/// - After [`Scanner::redact_json`], neither `scan_json` nor `scan_json_text` finds a secret
+///   with a span in the value, and a second `redact_json` finds nothing to redact.
 pub fn scan(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     check_scan(&text);
@@ -1622,6 +1622,10 @@ fn check_scan(text: &str) {
     let mut redacted = value.clone();
     scanner.redact_json(&mut redacted);
     let findings = scanner.scan_json(&redacted, Target::Response);
+    let left = findings.iter().find(|finding| finding.span.is_some());
+    assert!(left.is_none(), "a secret is left after redact_json: {left:?}\n{redacted}");
+    // The ward scans a response's text and redacts its value: the two must agree.
+    let findings = scanner.scan_json_text(&redacted.to_string(), Target::Response);
     let left = findings.iter().find(|finding| finding.span.is_some());
     assert!(left.is_none(), "a secret is left after redact_json: {left:?}\n{redacted}");
     let again = scanner.redact_json(&mut redacted);

@@ -3,9 +3,10 @@
 //! `scan` finds; this module decides. It scans:
 //! - client → server: the arguments of `tools/call` and `prompts/get`, and the params of
 //!   `completion/complete` (as [`Target::Request`]);
-//! - server → client: the results of `tools/call`, `resources/read` and `prompts/get`, and
-//!   server requests aimed at the client's model (`sampling/createMessage`, `elicitation/create`)
-//!   (as [`Target::Response`]);
+//! - server → client: the results of `tools/call`, `resources/read` and `prompts/get`, the
+//!   error of every error response (its message and data reach the client as a result would),
+//!   and server requests aimed at the client's model (`sampling/createMessage`,
+//!   `elicitation/create`) (as [`Target::Response`]);
 //! - every tool definition in a `tools/list` result, and the server's `instructions` (as
 //!   [`Target::ToolDefinition`]).
 //!
@@ -79,6 +80,24 @@ impl Ward {
             return self.secret_in_results;
         }
         self.actions.get(&finding.category).copied().unwrap_or(Action::Block)
+    }
+
+    /// Whether `finding` refuses what it was found in: its action is `block`, or it is a secret
+    /// to redact that was found only after decoding (base64, hex…), so that there is no place in
+    /// the text to replace and redaction could not remove it.
+    fn refuses(&self, finding: &Finding, target: Target) -> bool {
+        match self.action(finding, target) {
+            Action::Block => true,
+            Action::Redact => finding.category == Category::Secret && finding.span.is_none(),
+            Action::Log => false,
+        }
+    }
+
+    /// Whether some secret among `findings` is to be redacted.
+    fn redacts(&self, findings: &[Finding], target: Target) -> bool {
+        findings.iter().any(|finding| {
+            finding.category == Category::Secret && self.action(finding, target) == Action::Redact
+        })
     }
 }
 
@@ -163,6 +182,10 @@ fn check_server_request(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
 
 fn check_response(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     let Some(request) = &ctx.request else { return Ok(()) };
+    if let Some(raw) = ctx.msg.error {
+        let findings = ward.scanner.scan_json_text(raw.get(), Target::Response);
+        return decide(ward, ctx, &findings, Target::Response, "the error");
+    }
     let method = request.method.clone();
     match &*method {
         "tools/list" => screen_tools(gate, ward, ctx),
@@ -198,25 +221,16 @@ fn decide(
             finding.excerpt
         );
     }
-    if let Some(finding) =
-        findings.iter().find(|finding| ward.action(finding, target) == Action::Block)
-    {
+    // A blocking finding first: an unredactable secret must not refuse the message in the name
+    // of a rule whose action is only `redact` while another rule says `block`.
+    let refusal = findings
+        .iter()
+        .find(|finding| ward.action(finding, target) == Action::Block)
+        .or_else(|| findings.iter().find(|finding| ward.refuses(finding, target)));
+    if let Some(finding) = refusal {
         return Err(block(finding, what));
     }
-    // A secret found only after decoding (base64, hex…) has no place in the text to replace:
-    // redaction cannot remove it, so the message is refused instead.
-    let unredactable = findings.iter().find(|finding| {
-        finding.category == Category::Secret
-            && finding.span.is_none()
-            && ward.action(finding, target) == Action::Redact
-    });
-    if let Some(finding) = unredactable {
-        return Err(block(finding, what));
-    }
-    let redact = findings.iter().any(|finding| {
-        finding.category == Category::Secret && ward.action(finding, target) == Action::Redact
-    });
-    if redact {
+    if ward.redacts(findings, target) {
         redact_message(ward, ctx)?;
     }
     ctx.rule =
@@ -257,6 +271,7 @@ fn block(finding: &Finding, what: &str) -> Deny {
 /// Replaces secrets in the part of the message that was scanned.
 fn redact_message(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     let target = match ctx.msg.kind {
+        Kind::Response if ctx.msg.error.is_some() => ctx.error_mut()?,
         Kind::Response => ctx.result_mut()?,
         _ => match ctx.params_mut()? {
             // In a call, only the arguments are redacted; the tool's name stays.
@@ -285,12 +300,12 @@ fn screen_tools(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny>
     // First every definition, then the list: a name with one poisoned definition loses all of
     // them, whatever their order (a clean twin must not make the poisoned one callable).
     let mut poisoned: HashMap<String, Quarantined> = HashMap::new();
-    for tool in tools.iter() {
+    let mut redacted = false;
+    for tool in tools.iter_mut() {
         let name = tool.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
         let findings = ward.scanner.scan_json(tool, Target::ToolDefinition);
-        let blocking = findings
-            .iter()
-            .find(|finding| ward.action(finding, Target::ToolDefinition) == Action::Block);
+        let blocking =
+            findings.iter().find(|finding| ward.refuses(finding, Target::ToolDefinition));
         match blocking {
             Some(finding) if !poisoned.contains_key(&name) => {
                 let why = format!(
@@ -315,6 +330,11 @@ fn screen_tools(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny>
                         finding.category.name()
                     );
                 }
+                // With `secret = "redact"` a definition keeps its place with its secrets
+                // replaced, as a result would.
+                if ward.redacts(&findings, Target::ToolDefinition) {
+                    redacted |= !ward.scanner.redact_json(tool).is_empty();
+                }
             }
         }
     }
@@ -336,6 +356,11 @@ fn screen_tools(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny>
         ctx.flagged = true;
         ctx.rule = Some(format!("ward removed {}", notes.join("; ")));
     }
+    if redacted {
+        ctx.changed = true;
+        ctx.flagged = true;
+        ctx.rule.get_or_insert_with(|| "ward redacted tool definitions".to_owned());
+    }
     Ok(())
 }
 
@@ -347,8 +372,8 @@ fn screen_instructions(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         return Ok(());
     }
     let Some(Value::Object(result)) = ctx.result_mut()? else { return Ok(()) };
-    let text = match result.get("instructions") {
-        Some(Value::String(text)) => text,
+    match result.get("instructions") {
+        Some(Value::String(_)) => {}
         None | Some(Value::Null) => return Ok(()),
         Some(_) => {
             // Instructions are a string; any other shape would reach the model unscanned.
@@ -359,12 +384,20 @@ fn screen_instructions(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
             ctx.rule = Some("ward removed instructions: not a string".to_owned());
             return Ok(());
         }
-    };
+    }
+    let Some(Value::String(text)) = result.get_mut("instructions") else { return Ok(()) };
     let findings = ward.scanner.scan_text(text, Target::ToolDefinition);
-    if let Some(finding) = findings
-        .iter()
-        .find(|finding| ward.action(finding, Target::ToolDefinition) == Action::Block)
-    {
+    let refusal = findings.iter().find(|finding| ward.refuses(finding, Target::ToolDefinition));
+    if refusal.is_none() && ward.redacts(&findings, Target::ToolDefinition) {
+        if let Some(redacted) = ward.scanner.redact(text) {
+            *text = redacted;
+            ctx.changed = true;
+            ctx.flagged = true;
+            ctx.rule = Some("ward redacted instructions".to_owned());
+        }
+        return Ok(());
+    }
+    if let Some(finding) = refusal {
         warn!(
             "ward: the server's instructions were removed: {} (rule {}): \"{}\"",
             finding.category.name(),
@@ -538,6 +571,9 @@ fn scan_message(scanner: &Scanner, value: &Value, line: usize, out: &mut Vec<Str
     }
     if method.is_empty() && value.get("result").is_some() && result.get("tools").is_none() {
         report(out, line, "result", &scanner.scan_json(result, Target::Response));
+    }
+    if let Some(error) = value.get("error").filter(|_| method.is_empty()) {
+        report(out, line, "error", &scanner.scan_json(error, Target::Response));
     }
 }
 

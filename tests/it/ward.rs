@@ -368,6 +368,69 @@ fn encoded_secret_in_a_result_does_not_pass() {
     }
 }
 
+/// A credential known only by the key it is stored under (`"password": "…"`) is redacted in a
+/// result like any other secret: the whole value is replaced.
+#[test]
+fn secret_under_a_credential_key_in_a_result_is_redacted() {
+    let dir = TempDir::new("ward_result_keyword_secret");
+    let result = json!({
+        "content": [{ "type": "text", "text": "1 row" }],
+        "structuredContent": { "rows": [{ "user": "svc-backup", "password": "Xk29vLp!qw3Rt" }] },
+    });
+    let results = dir.write("results.json", &json!({ "query_users": result }).to_string());
+    let mut proxy = start(&dir, "[ward]\n", &[], &["--results-file", results.to_str().unwrap()]);
+    let query = call("4", "query_users", r#"{"limit":1}"#);
+    proxy.send_line(&query);
+    let line = proxy.recv();
+    assert!(!String::from_utf8_lossy(&line).contains("Xk29vLp"), "the secret reached the client");
+    let mut expected = json!({ "jsonrpc": "2.0", "id": 4, "result": result });
+    expected["result"]["structuredContent"]["rows"][0]["password"] =
+        json!("[REDACTED:secret-keyword-value]");
+    assert_eq!(json(&line), expected);
+    let (received, _) = finish(proxy, &dir);
+    assert_eq!(received, lines(&[&query]));
+}
+
+/// An error response is scanned like a result: an injection in its message becomes the ward's
+/// refusal for the request it answers, a secret in its data is redacted, and a plain error
+/// passes byte for byte.
+#[test]
+fn injection_and_secret_in_an_error_response_are_stopped() {
+    let dir = TempDir::new("ward_error_response");
+    let mut proxy = start(&dir, "[ward]\n", &[], &[]);
+    let reply = |id: u32, error: Value| {
+        let raw = json!({ "jsonrpc": "2.0", "id": id, "error": error }).to_string();
+        json!({ "jsonrpc": "2.0", "id": id, "method": "fake/reply", "params": { "raw": format!("{raw}\n") } })
+            .to_string()
+    };
+
+    proxy.send_line(&reply(1, json!({ "code": -32000, "message": INJECTION })));
+    assert_blocked(&proxy.recv(), json!(1), "injection", "inj-", "the error");
+
+    let leak = json!({
+        "code": -32000,
+        "message": "upstream rejected the request",
+        "data": { "env": format!("AWS_ACCESS_KEY_ID={AWS_KEY}"), "password": "Xk29vLp!qw3Rt" },
+    });
+    proxy.send_line(&reply(2, leak.clone()));
+    let line = proxy.recv();
+    let text = String::from_utf8_lossy(&line);
+    assert!(
+        !text.contains(AWS_KEY) && !text.contains("Xk29vLp"),
+        "a secret reached the client: {text}"
+    );
+    let mut expected = json!({ "jsonrpc": "2.0", "id": 2, "error": leak });
+    expected["error"]["data"]["env"] = json!("AWS_ACCESS_KEY_ID=[REDACTED:secret-aws-access-key]");
+    expected["error"]["data"]["password"] = json!("[REDACTED:secret-keyword-value]");
+    assert_eq!(json(&line), expected);
+
+    let plain =
+        r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32602,"message":"unknown tool: weather"}}"#;
+    proxy.send_line(&json!({ "jsonrpc": "2.0", "id": 3, "method": "fake/reply", "params": { "raw": format!("{plain}\n") } }).to_string());
+    proxy.expect(plain);
+    finish(proxy, &dir);
+}
+
 /// `secret = "redact"`: a credential in the arguments is replaced before the call is forwarded;
 /// everything else, the tool's name included, reaches the server as sent.
 #[test]
@@ -689,4 +752,62 @@ fn scan_reports_a_poisoned_list_and_passes_a_clean_one() {
     let out = run_mcpdome(&["scan", clean_path]);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(out.stdout, format!("{clean_path}: 0 finding(s)\n"));
+}
+
+/// `mcpdome scan` on a transcript: a private key cut off before its END line, in a tool's
+/// description, is still a key; an injection in an error response is found like one in a result.
+#[test]
+fn scan_reports_a_truncated_key_and_an_error_response() {
+    let dir = TempDir::new("ward_scan_truncated");
+    let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDpX";
+    let tool = json!({
+        "name": "deploy",
+        "description": format!("Deploys with this key:\n{key}"),
+        "inputSchema": { "type": "object" },
+    });
+    let list = json!({ "jsonrpc": "2.0", "id": 1, "result": { "tools": [tool] } });
+    let error =
+        json!({ "jsonrpc": "2.0", "id": 2, "error": { "code": -32000, "message": INJECTION } });
+    let path = dir.write("transcript.jsonl", &format!("{list}\n{error}\n"));
+    let path = path.to_str().unwrap();
+    let out = run_mcpdome(&["scan", path]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let report: Vec<&str> = out.stdout.lines().collect();
+    let key_line = format!("{path}:1: tool `deploy`: secret (secret-private-key, raw): ");
+    assert!(report.iter().any(|line| line.starts_with(&key_line)), "{out:?}");
+    let error_line = format!("{path}:2: error: injection (inj-");
+    assert!(report.iter().any(|line| line.starts_with(&error_line)), "{out:?}");
+}
+
+/// `secret = "redact"` holds for tool definitions and instructions too: the secret is replaced
+/// and the tool stays in the list (with `block`, the default, the tool would be removed).
+#[test]
+fn redact_action_in_tool_definitions_and_instructions() {
+    let dir = TempDir::new("ward_redact_definitions");
+    let tool = json!({
+        "name": "upload_report",
+        "description": format!("Uploads a report to the team bucket with key {AWS_KEY}."),
+        "inputSchema": { "type": "object", "properties": { "path": { "type": "string" } } },
+    });
+    let tools = dir.write("tools.json", &json!({ "tools": [tool] }).to_string());
+    let instructions = format!("Reports server. Use the key {AWS_KEY} for uploads.");
+    let mut proxy = start(
+        &dir,
+        "[ward]\nsecret = \"redact\"\n",
+        &[],
+        &["--tools-file", tools.to_str().unwrap(), "--instructions", &instructions],
+    );
+    proxy.send_line(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"it","version":"1"}}}"#);
+    let answer = json(&proxy.recv());
+    assert_eq!(
+        answer["result"]["instructions"],
+        "Reports server. Use the key [REDACTED:secret-aws-access-key] for uploads."
+    );
+    proxy.send_line(&request("1", "tools/list"));
+    let answer = json(&proxy.recv());
+    let mut expected = tool.clone();
+    expected["description"] =
+        json!("Uploads a report to the team bucket with key [REDACTED:secret-aws-access-key].");
+    assert_eq!(answer["result"]["tools"], json!([expected]));
+    finish(proxy, &dir);
 }
