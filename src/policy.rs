@@ -22,9 +22,12 @@
 //!
 //! This module evaluates; `config` builds the rules and checks them.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use regex_lite::Regex;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::auth::Identity;
@@ -213,7 +216,7 @@ pub enum Action<'a> {
     Method { name: &'a str },
 }
 
-impl Action<'_> {
+impl<'a> Action<'a> {
     /// The name a decision is recorded under.
     pub fn name(&self) -> &str {
         match *self {
@@ -224,7 +227,7 @@ impl Action<'_> {
         }
     }
 
-    fn arguments(&self) -> Option<&Value> {
+    fn arguments(&self) -> Option<&'a Value> {
         match *self {
             Action::Tool { arguments, .. } | Action::Prompt { arguments, .. } => arguments,
             Action::Resource { .. } | Action::Method { .. } => None,
@@ -244,6 +247,20 @@ pub struct Decision<'p> {
 
 impl Policy {
     pub fn decide(&self, identity: &Identity, action: Action<'_>, unix_secs: u64) -> Decision<'_> {
+        self.judge(identity, action, action.arguments(), unix_secs, true)
+    }
+
+    /// [`Policy::decide`] with the arguments given apart from the action (any [`Args`]), and,
+    /// unless `explain_allow`, an empty `reason` when the effect is allow (the gateway does not
+    /// use it, and formatting it is most of an allowed decision's cost).
+    fn judge<A: Args + ?Sized>(
+        &self,
+        identity: &Identity,
+        action: Action<'_>,
+        arguments: Option<&A>,
+        unix_secs: u64,
+        explain_allow: bool,
+    ) -> Decision<'_> {
         // Resource URIs are matched in normal form, so `..` and `%2e%2e` cannot walk out of an
         // allowed directory; one that climbs above its root is refused outright.
         let normalized;
@@ -267,17 +284,16 @@ impl Policy {
             if !rule.covers(identity, action, unix_secs) {
                 continue;
             }
-            let violation = rule
-                .arguments
-                .iter()
-                .find_map(|constraint| constraint.violation(action.arguments()));
+            let violation =
+                rule.arguments.iter().find_map(|constraint| constraint.violation(arguments));
             match (rule.effect, violation) {
                 (Effect::Allow, None) => {
-                    return Decision {
-                        effect: Effect::Allow,
-                        rule: Some(&rule.id),
-                        reason: format!("allowed by rule \"{}\"", rule.id),
+                    let reason = if explain_allow {
+                        format!("allowed by rule \"{}\"", rule.id)
+                    } else {
+                        String::new()
                     };
+                    return Decision { effect: Effect::Allow, rule: Some(&rule.id), reason };
                 }
                 (Effect::Deny, Some(why)) => {
                     return Decision {
@@ -301,6 +317,7 @@ impl Policy {
             }
         }
         let reason = match self.default_effect {
+            Effect::Allow if !explain_allow => String::new(),
             Effect::Allow => "allowed by default_effect".to_owned(),
             Effect::Deny => match near_miss {
                 Some((rule, why)) => format!(
@@ -365,7 +382,7 @@ impl Rule {
 
 impl Constraint {
     /// `None` if satisfied, else why not.
-    fn violation(&self, arguments: Option<&Value>) -> Option<String> {
+    fn violation<A: Args + ?Sized>(&self, arguments: Option<&A>) -> Option<String> {
         let param = &self.param;
         if param == "*" {
             let arguments = arguments?;
@@ -375,7 +392,7 @@ impl Constraint {
                 .or_else(|| {
                     let too_long = self
                         .max_length
-                        .is_some_and(|max| any_string(arguments, &mut |s| s.chars().count() > max));
+                        .is_some_and(|max| arguments.any_string(&mut |s| s.chars().count() > max));
                     too_long.then(|| {
                         format!(
                             "an argument is longer than max_length {}",
@@ -384,11 +401,11 @@ impl Constraint {
                     })
                 });
         }
-        let Some(value) = arguments.and_then(|args| args.get(param)) else {
+        let Some(value) = arguments.and_then(|args| args.member(param)) else {
             return Some(format!("argument `{param}` is missing"));
         };
         if !self.allow_glob.is_empty() {
-            let Value::String(text) = value else {
+            let Some(text) = value.as_text() else {
                 return Some(format!("argument `{param}` is not a string"));
             };
             if !self.allow_glob.iter().any(|glob| glob.matches_path(text)) {
@@ -399,9 +416,9 @@ impl Constraint {
             return Some(format!("argument `{param}` matches deny_regex `{hit}`"));
         }
         if let Some(max) = self.max_length {
-            let len = match value {
-                Value::String(text) => text.chars().count(),
-                other => other.to_string().len(),
+            let len = match value.as_text() {
+                Some(text) => text.chars().count(),
+                None => value.json_len(),
             };
             if len > max {
                 return Some(format!("argument `{param}` is longer than max_length {max}"));
@@ -411,10 +428,10 @@ impl Constraint {
     }
 
     /// The first deny_regex that matches a string (or key) inside `value`.
-    fn deny_hit(&self, value: &Value) -> Option<&str> {
+    fn deny_hit<A: Args + ?Sized>(&self, value: &A) -> Option<&str> {
         self.deny_regex
             .iter()
-            .find(|regex| any_string(value, &mut |s| regex.is_match(s)))
+            .find(|regex| value.any_string(&mut |s| regex.is_match(s)))
             .map(DenyRegex::as_str)
     }
 }
@@ -460,8 +477,14 @@ pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         |what: &str| Deny::new(INVALID_PARAMS, format!("{method} needs params.{what} as a string"));
     // Arguments are parsed (strictly) only when some rule needs to look at them.
     let arguments = if needs_arguments(policy, method) {
-        let arguments = ctx.arguments()?;
-        if arguments.as_ref().is_some_and(|args| !args.is_object()) {
+        let arguments = match params.arguments {
+            None => None,
+            Some(raw) => Some(
+                ArgValue::parse(raw.get())
+                    .map_err(|err| Deny::invalid(format!("arguments: {err}")))?,
+            ),
+        };
+        if arguments.as_ref().is_some_and(|args| !matches!(args, ArgValue::Object(_))) {
             return Err(Deny::new(
                 INVALID_PARAMS,
                 format!("{method} needs params.arguments as an object"),
@@ -471,17 +494,18 @@ pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     } else {
         None
     };
+    // The arguments go to the rules apart from the action, as a borrowed view.
     let action = match method {
         "tools/call" => Action::Tool {
             name: params.name.as_deref().ok_or_else(|| needs("name"))?,
-            arguments: arguments.as_ref(),
+            arguments: None,
         },
         "resources/read" | "resources/subscribe" => {
             Action::Resource { uri: params.uri.as_deref().ok_or_else(|| needs("uri"))? }
         }
         "prompts/get" => Action::Prompt {
             name: params.name.as_deref().ok_or_else(|| needs("name"))?,
-            arguments: arguments.as_ref(),
+            arguments: None,
         },
         other => Action::Method { name: other },
     };
@@ -491,7 +515,7 @@ pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let decision = policy.decide(identity, action, now);
+    let decision = policy.judge(identity, action, arguments.as_ref(), now, false);
     let rule = decision.rule.map(str::to_owned);
     ctx.tool = tool;
     match decision.effect {
@@ -571,6 +595,232 @@ pub fn any_string(value: &Value, test: &mut dyn FnMut(&str) -> bool) -> bool {
     }
 }
 
+/// What a constraint needs of the arguments: a `Value` (the `decide` API) or an [`ArgValue`]
+/// (the gateway's borrowed view). Both give the same answers for the same JSON.
+pub trait Args {
+    /// Whether `test` holds for any string value or object key at any depth.
+    fn any_string(&self, test: &mut dyn FnMut(&str) -> bool) -> bool;
+    /// The member `name` of an object; `None` for anything else.
+    fn member(&self, name: &str) -> Option<&Self>;
+    /// The text of a string.
+    fn as_text(&self) -> Option<&str>;
+    /// The length of the value written as compact JSON, as `Value`'s `to_string` writes it.
+    fn json_len(&self) -> usize;
+}
+
+impl Args for Value {
+    fn any_string(&self, test: &mut dyn FnMut(&str) -> bool) -> bool {
+        any_string(self, test)
+    }
+
+    fn member(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+
+    fn as_text(&self) -> Option<&str> {
+        self.as_str()
+    }
+
+    fn json_len(&self) -> usize {
+        self.to_string().len()
+    }
+}
+
+/// A JSON value borrowed from the text it was parsed from: a string without escapes, key or
+/// value, is not copied. Objects keep their members in order, and never hold a key twice.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgValue<'a> {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    Str(Cow<'a, str>),
+    Array(Vec<ArgValue<'a>>),
+    Object(Vec<(Cow<'a, str>, ArgValue<'a>)>),
+}
+
+impl<'a> ArgValue<'a> {
+    /// Parses JSON text exactly as [`crate::chain::strict_value`] does: the same values, the
+    /// same refusal of a key given twice in an object at any depth (with the same error, at the
+    /// same position), the same recursion limit; only without copying plain strings.
+    pub fn parse(text: &'a str) -> Result<ArgValue<'a>, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value = de::DeserializeSeed::deserialize(ViewSeed, &mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+
+    /// The same value as a `Value`.
+    pub fn to_value(&self) -> Value {
+        match self {
+            ArgValue::Null => Value::Null,
+            ArgValue::Bool(b) => Value::Bool(*b),
+            ArgValue::Number(n) => Value::Number(n.clone()),
+            ArgValue::Str(text) => Value::String(text.to_string()),
+            ArgValue::Array(items) => Value::Array(items.iter().map(ArgValue::to_value).collect()),
+            ArgValue::Object(members) => Value::Object(
+                members.iter().map(|(key, value)| (key.to_string(), value.to_value())).collect(),
+            ),
+        }
+    }
+}
+
+impl Args for ArgValue<'_> {
+    fn any_string(&self, test: &mut dyn FnMut(&str) -> bool) -> bool {
+        match self {
+            ArgValue::Str(text) => test(text),
+            ArgValue::Array(items) => items.iter().any(|item| item.any_string(test)),
+            ArgValue::Object(members) => {
+                members.iter().any(|(key, item)| test(key) || item.any_string(test))
+            }
+            ArgValue::Null | ArgValue::Bool(_) | ArgValue::Number(_) => false,
+        }
+    }
+
+    fn member(&self, name: &str) -> Option<&Self> {
+        match self {
+            ArgValue::Object(members) => {
+                members.iter().find(|(key, _)| key == name).map(|(_, value)| value)
+            }
+            _ => None,
+        }
+    }
+
+    fn as_text(&self) -> Option<&str> {
+        match self {
+            ArgValue::Str(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    fn json_len(&self) -> usize {
+        self.to_value().to_string().len()
+    }
+}
+
+/// Objects with more members than this look for a repeated key in a hash set rather than by
+/// comparing with every member before.
+const LINEAR_KEYS: usize = 16;
+
+struct ViewSeed;
+
+impl<'de> de::DeserializeSeed<'de> for ViewSeed {
+    type Value = ArgValue<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<ArgValue<'de>, D::Error> {
+        de.deserialize_any(ViewVisitor)
+    }
+}
+
+struct ViewVisitor;
+
+impl<'de> Visitor<'de> for ViewVisitor {
+    type Value = ArgValue<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<ArgValue<'de>, E> {
+        Ok(serde_json::Number::from_f64(n).map_or(ArgValue::Null, ArgValue::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Str(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Str(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Str(Cow::Owned(s)))
+    }
+
+    fn visit_unit<E>(self) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ArgValue<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(ViewSeed)? {
+            items.push(item);
+        }
+        Ok(ArgValue::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ArgValue<'de>, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, ArgValue<'de>)> = Vec::new();
+        let mut seen: Option<HashSet<Cow<'de, str>>> = None;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            // The value is read before the key is looked up, as `strict_value` does, so an
+            // error names the same position.
+            let value = map.next_value_seed(ViewSeed)?;
+            let repeated = match &mut seen {
+                Some(seen) => !seen.insert(key.clone()),
+                None => members.iter().any(|(known, _)| *known == key),
+            };
+            if repeated {
+                return Err(de::Error::custom(format_args!(
+                    "key \"{key}\" appears more than once"
+                )));
+            }
+            members.push((key, value));
+            if seen.is_none() && members.len() > LINEAR_KEYS {
+                seen = Some(members.iter().map(|(known, _)| known.clone()).collect());
+            }
+        }
+        Ok(ArgValue::Object(members))
+    }
+}
+
+struct KeySeed;
+
+impl<'de> de::DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Cow<'de, str>, D::Error> {
+        de.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(s))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,9 +866,22 @@ arguments = [
         tool: &str,
         args: &str,
     ) -> (Effect, Option<String>) {
+        let view = ArgValue::parse(args).unwrap();
         let args: Value = serde_json::from_str(args).unwrap();
         let decision =
             policy.decide(identity, Action::Tool { name: tool, arguments: Some(&args) }, 0);
+        // The gateway's path: the borrowed view, no reason for an allow.
+        let viewed = policy.judge(
+            identity,
+            Action::Tool { name: tool, arguments: None },
+            Some(&view),
+            0,
+            false,
+        );
+        assert_eq!((viewed.effect, viewed.rule), (decision.effect, decision.rule));
+        if decision.effect == Effect::Deny {
+            assert_eq!(viewed.reason, decision.reason);
+        }
         (decision.effect, decision.rule.map(str::to_owned))
     }
 
@@ -712,6 +975,37 @@ arguments = [
         assert_eq!(decide(&policy, &anon, "add", r#"{"note":"abcd"}"#).0, Effect::Deny);
         assert_eq!(decide(&policy, &dev(), "add", r#"{"note":"abc"}"#).0, Effect::Deny);
         assert_eq!(decide(&policy, &anon, "adder", r#"{"note":"abc"}"#).0, Effect::Deny);
+    }
+
+    #[test]
+    fn argument_view_matches_strict_value() {
+        let long_object = (0..40).map(|i| format!("\"k{i}\":{i}")).collect::<Vec<_>>().join(",");
+        let texts = [
+            r#"{"a":[1,{"b":"c"}],"d":null,"e":true,"f":-2,"g":1.5,"h":1e2}"#.to_owned(),
+            r#"{"p\u0061th":"/tmp/\"x\"","":"","n":{"m":["\u00e9",[[]]]}}"#.to_owned(),
+            r#"{"a":1,"a":2}"#.to_owned(),
+            r#"{"x":{"p":1,"\u0070":2}}"#.to_owned(),
+            r#"{"x":[{"y":1},{"y":2,"y":3}]}"#.to_owned(),
+            format!("{{{long_object}}}"),
+            format!("{{{long_object},\"k7\":0}}"),
+            format!("{{{long_object},\"k39\":0}}"),
+            format!("{}{}", "[".repeat(200), "]".repeat(200)),
+            r#"{"a":1} x"#.to_owned(),
+            r#"{"a":"#.to_owned(),
+            "7".to_owned(),
+        ];
+        for text in &texts {
+            match (crate::chain::strict_value(text), ArgValue::parse(text)) {
+                (Ok(value), Ok(view)) => assert_eq!(view.to_value(), value, "{text}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{text}"),
+                (a, b) => panic!("{text}: {a:?} vs {b:?}"),
+            }
+        }
+        let view = ArgValue::parse(r#"{"n":[1,"x"],"s":"ab"}"#).unwrap();
+        let value: Value = serde_json::from_str(r#"{"n":[1,"x"],"s":"ab"}"#).unwrap();
+        assert_eq!(view.member("n").unwrap().json_len(), value["n"].json_len());
+        assert_eq!(view.member("s").unwrap().as_text(), Some("ab"));
+        assert!(view.member("t").is_none());
     }
 
     #[test]
