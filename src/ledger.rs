@@ -541,10 +541,12 @@ fn push_digits(line: &mut Vec<u8>, mut value: u64, width: usize) {
 
 fn push_hex(line: &mut Vec<u8>, bytes: &[u8; 32]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in bytes {
-        line.push(DIGITS[usize::from(byte >> 4)]);
-        line.push(DIGITS[usize::from(byte & 0xf)]);
+    let mut text = [0u8; 64];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
+    line.extend_from_slice(&text);
 }
 
 fn hex(bytes: &[u8; 32]) -> String {
