@@ -102,7 +102,7 @@ pub struct Ctx<'a> {
     /// The rule that allowed the message, for the ledger.
     pub rule: Option<String>,
     /// The tool this message calls, for the ledger.
-    pub tool: Option<String>,
+    pub tool: Option<Cow<'a, str>>,
     /// Whether a check changed params or result, so the message must be re-serialised.
     pub changed: bool,
     /// Whether a check found something worth a ledger line even though the message passes.

@@ -368,14 +368,15 @@ impl Rule {
             Action::Prompt { .. } => &self.prompts,
             Action::Method { .. } => &self.methods,
         };
-        let named = match action {
+        let named = || match action {
             Action::Resource { uri } => {
                 names.as_ref().is_some_and(|names| names.0.iter().any(|glob| glob.matches_uri(uri)))
             }
             _ => names.as_ref().is_some_and(|names| names.matches(action.name())),
         };
-        named
-            && self.identities.matches(identity)
+        // The identity first: comparing a few labels is cheaper than matching name globs.
+        self.identities.matches(identity)
+            && named()
             && self.window.is_none_or(|window| window.contains(unix_secs))
     }
 }
@@ -460,7 +461,7 @@ const HOUSEKEEPING: &[&str] = &[
 ///
 /// A client notification is governed too when its method is not a `notifications/…` one: a
 /// `tools/call` without an id is still a call to a server that executes what it reads.
-pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     if ctx.from != Side::Client || ctx.msg.kind == Kind::Response {
         return Ok(());
     }
@@ -509,8 +510,11 @@ pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         },
         other => Action::Method { name: other },
     };
-    let tool = matches!(action, Action::Tool { .. }).then(|| action.name().to_owned());
-    let anonymous = Identity::anonymous();
+    let tool = match action {
+        Action::Tool { .. } => params.name.clone(),
+        _ => None,
+    };
+    let anonymous = gate.anonymous();
     let identity = ctx.identity.as_deref().unwrap_or(&anonymous);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
