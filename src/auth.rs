@@ -80,12 +80,11 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     if presented.windows(2).any(|pair| pair[0].1 != pair[1].1) {
         return Err(Deny::new(AUTH_FAILED, "the message carries two different keys"));
     }
-    let (identity, session_key) = if let Some(token) = &gate.config.env_token {
+    let (identity, session_key) = if let Some(digest) = gate.env_token_sha256() {
         // A key in the environment was put there by the host; it wins, but a wrong key in the
         // message is still refused. It is looked up in the settings in force, so a reload that
         // removes it takes effect at once.
-        let digest = sha256(token.as_bytes());
-        let identity = find_key(&settings.keys, &digest)
+        let identity = find_key(&settings.keys, digest)
             .ok_or_else(|| Deny::new(AUTH_FAILED, "MCPDOME_TOKEN matches no configured key"))?;
         (identity, None)
     } else if let Some((identity, digest)) = presented.into_iter().next() {

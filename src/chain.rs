@@ -102,7 +102,7 @@ pub struct Ctx<'a> {
     /// The rule that allowed the message, for the ledger.
     pub rule: Option<String>,
     /// The tool this message calls, for the ledger.
-    pub tool: Option<String>,
+    pub tool: Option<Cow<'a, str>>,
     /// Whether a check changed params or result, so the message must be re-serialised.
     pub changed: bool,
     /// Whether a check found something worth a ledger line even though the message passes.
@@ -120,9 +120,9 @@ pub struct Ctx<'a> {
 pub struct ActionParams<'a> {
     pub name: Option<Cow<'a, str>>,
     pub uri: Option<Cow<'a, str>>,
-    pub arguments: Option<&'a RawValue>,
+    pub arguments: Option<Raw<'a>>,
     /// `_meta`, raw (where a per-request key travels).
-    pub meta: Option<&'a RawValue>,
+    pub meta: Option<Raw<'a>>,
     /// Whether `_mcpdome_psk` or `_mcpdome_api_key` is present.
     pub has_key_field: bool,
 }
@@ -159,6 +159,9 @@ impl<'a> Ctx<'a> {
     pub fn action(&self) -> Result<&ActionParams<'a>, Deny> {
         let action = self.action.get_or_init(|| {
             let Some(raw) = self.msg.params else { return Ok(ActionParams::default()) };
+            if let Some(action) = plain_action(raw) {
+                return Ok(action);
+            }
             let mut de = serde_json::Deserializer::from_str(raw.get());
             de.deserialize_map(ActionVisitor).map_err(|err| Deny::invalid(format!("params: {err}")))
         });
@@ -417,17 +420,17 @@ impl<'de> Visitor<'de> for ActionVisitor {
                     "key \"{key}\" appears more than once"
                 )));
             }
-            let raw = map.next_value::<&'de RawValue>()?;
+            let raw = Raw::of_raw_value(map.next_value::<&'de RawValue>()?);
             match slot {
                 0 => {
                     out.name = Some(
-                        string_of(raw)
+                        string_of(raw.get())
                             .ok_or_else(|| de::Error::custom("\"name\" must be a string"))?,
                     )
                 }
                 1 => {
                     out.uri = Some(
-                        string_of(raw)
+                        string_of(raw.get())
                             .ok_or_else(|| de::Error::custom("\"uri\" must be a string"))?,
                     )
                 }
@@ -439,9 +442,51 @@ impl<'de> Visitor<'de> for ActionVisitor {
     }
 }
 
+/// [`ActionVisitor`]'s reading of params the frame already checked, found by a scan of the top
+/// level alone, with no second check of the values. `None` for anything out of the common way
+/// (not an object, a key with an escape, a key given twice, a name that is not a string), which
+/// is left to `ActionVisitor`, for the same verdict and the same error.
+fn plain_action(params: Raw<'_>) -> Option<ActionParams<'_>> {
+    let mut out = ActionParams::default();
+    let mut seen = [false; 4];
+    let mut plain = true;
+    params.members(|key, raw| {
+        let key = &key[1..key.len() - 1];
+        if key.contains('\\') {
+            plain = false;
+            return false;
+        }
+        let slot = match key {
+            "name" => 0,
+            "uri" => 1,
+            "arguments" => 2,
+            "_meta" => 3,
+            "_mcpdome_psk" | "_mcpdome_api_key" => {
+                out.has_key_field = true;
+                return true;
+            }
+            _ => return true,
+        };
+        if std::mem::replace(&mut seen[slot], true) {
+            plain = false;
+            return false;
+        }
+        match slot {
+            0 | 1 => match string_of(raw.get()) {
+                Some(text) if slot == 0 => out.name = Some(text),
+                Some(text) => out.uri = Some(text),
+                None => plain = false,
+            },
+            2 => out.arguments = Some(raw).filter(|raw| raw.get() != "null"),
+            _ => out.meta = Some(raw),
+        }
+        plain
+    })?;
+    plain.then_some(out)
+}
+
 /// The decoded text of a JSON string, borrowed unless it has escapes.
-fn string_of(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
+fn string_of(text: &str) -> Option<Cow<'_, str>> {
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
     if !inner.contains('\\') {
         return Some(Cow::Borrowed(inner));
@@ -487,6 +532,49 @@ mod tests {
         );
         assert!(strict_value(r#"{"x":{"p":1,"\u0070":2}}"#).is_err());
         assert!(strict_value(&format!("{}{}", "[".repeat(200), "]".repeat(200))).is_err());
+    }
+
+    #[test]
+    fn plain_action_agrees() {
+        fn serde_view(text: &str) -> Result<ActionParams<'_>, String> {
+            let mut de = serde_json::Deserializer::from_str(text);
+            de.deserialize_map(ActionVisitor).map_err(|err| err.to_string())
+        }
+        let shape = |a: &ActionParams<'_>| {
+            (
+                a.name.as_deref().map(str::to_owned),
+                a.uri.as_deref().map(str::to_owned),
+                a.arguments.map(|r| r.get().to_owned()),
+                a.meta.map(|r| r.get().to_owned()),
+                a.has_key_field,
+            )
+        };
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        let texts = [
+            r#"{"name":"read_file","arguments":{"path":"/tmp"},"_meta":{}}"#.to_owned(),
+            r#"{ "name" : "re\u0061d" , "arguments" : null , "x" : [1,{"name":2}] }"#.to_owned(),
+            r#"{"uri":"file:///a","_mcpdome_psk":"k","_mcpdome_api_key":1}"#.to_owned(),
+            r#"{"name":"a","name":"b"}"#.to_owned(),
+            r#"{"name":7}"#.to_owned(),
+            r#"{"uri":null}"#.to_owned(),
+            r#"{"n\u0061me":"a","name":"b"}"#.to_owned(),
+            r#"{"other":1,"other":2}"#.to_owned(),
+            r#"{}"#.to_owned(),
+            format!(r#"{{"name":"t","arguments":{{"a":{deep}}}}}"#),
+            format!(r#"{{"name":"t","x":{deep}}}"#),
+            format!(r#"{{"name":"t","_meta":{deep}}}"#),
+        ];
+        for text in &texts {
+            let raw = Raw::parse(text).unwrap();
+            if let Some(fast) = plain_action(raw) {
+                let slow = serde_view(text).unwrap_or_else(|err| panic!("{text}: {err}"));
+                assert_eq!(shape(&fast), shape(&slow), "{text}");
+            }
+        }
+        assert!(plain_action(Raw::parse(r#"{"name":"a","name":"b"}"#).unwrap()).is_none());
+        assert!(plain_action(Raw::parse(r#"{"name":7}"#).unwrap()).is_none());
+        assert!(plain_action(Raw::parse("[1]").unwrap()).is_none());
+        assert!(plain_action(Raw::parse(r#"{"n\u0061me":"a"}"#).unwrap()).is_none());
     }
 
     #[test]

@@ -172,6 +172,20 @@ impl<'a> Raw<'a> {
     }
 }
 
+impl<'a> Raw<'a> {
+    /// serde_json's raw value as a `Raw`: serde_json checked it as it read it.
+    pub fn of_raw_value(raw: &'a serde_json::value::RawValue) -> Raw<'a> {
+        Raw(raw.get())
+    }
+
+    /// Calls `each` with the JSON text of each member's key (quotes included, escapes left as
+    /// they are) and its value, in order, while it returns `true`. `None` when this is not an
+    /// object. No check is made again: the text was checked when it was read.
+    pub fn members(&self, each: impl FnMut(&'a str, Raw<'a>) -> bool) -> Option<()> {
+        json::members(self.0, each).ok()
+    }
+}
+
 impl fmt::Debug for Raw<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Raw({})", self.0)
@@ -596,6 +610,44 @@ mod json {
             return Err(Invalid);
         }
         Ok(top)
+    }
+
+    /// See [`Raw::members`].
+    pub(super) fn members<'a>(
+        text: &'a str,
+        mut each: impl FnMut(&'a str, Raw<'a>) -> bool,
+    ) -> Result<(), Invalid> {
+        let b = text.as_bytes();
+        if b.first() != Some(&b'{') {
+            return Err(Invalid);
+        }
+        let mut i = ws(b, 1);
+        if b.get(i) == Some(&b'}') {
+            return Ok(());
+        }
+        let mut nesting = Nesting::default();
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return Err(Invalid);
+            }
+            let key_end = string_end::<true>(b, i)?;
+            let key = &text[i..key_end];
+            i = ws(b, key_end);
+            if b.get(i) != Some(&b':') {
+                return Err(Invalid);
+            }
+            i = ws(b, i + 1);
+            let end = value_end::<true>(b, i, &mut nesting)?;
+            if !each(key, Raw(&text[i..end])) {
+                return Ok(());
+            }
+            i = ws(b, end);
+            match b.get(i) {
+                Some(b',') => i = ws(b, i + 1),
+                Some(b'}') => return Ok(()),
+                _ => return Err(Invalid),
+            }
+        }
     }
 
     /// The index just past the value that starts at `i` (not at whitespace). Iterative: the

@@ -84,6 +84,8 @@ pub struct Gate {
     generation: AtomicU64,
     session: Mutex<Option<[u8; 32]>>,
     anonymous: Arc<Identity>,
+    /// The SHA-256 of `config.env_token`, hashed once rather than for every message.
+    env_token_sha256: OnceLock<Option<[u8; 32]>>,
     pub throttle: Throttle,
     /// The audit log, if one is configured. It locks internally, one line at a time.
     pub ledger: Option<Ledger>,
@@ -261,6 +263,7 @@ impl Gate {
             generation: AtomicU64::new(0),
             session: Mutex::new(None),
             anonymous: Arc::new(Identity::anonymous()),
+            env_token_sha256: OnceLock::new(),
             throttle: Throttle::new(),
             ledger: None,
             pins: None,
@@ -394,6 +397,15 @@ impl Gate {
     /// looked up again for every request, so a reload applies to the session.
     pub fn session_key(&self) -> Option<[u8; 32]> {
         *lock(&self.session)
+    }
+
+    /// The SHA-256 of the key given in `MCPDOME_TOKEN`, if there is one.
+    pub fn env_token_sha256(&self) -> Option<&[u8; 32]> {
+        self.env_token_sha256
+            .get_or_init(|| {
+                self.config.env_token.as_ref().map(|token| crate::auth::sha256(token.as_bytes()))
+            })
+            .as_ref()
     }
 
     pub fn set_session_key(&self, digest: [u8; 32]) {

@@ -459,6 +459,14 @@ fn push_key(line: &mut Vec<u8>, key: &str) {
 
 fn push_string(line: &mut Vec<u8>, key: &str, value: &str) {
     push_key(line, key);
+    // serde_json escapes `"`, `\\` and the controls below 0x20, nothing else: a string
+    // without them is written as it is, which is what it would write.
+    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        line.push(b'"');
+        line.extend_from_slice(value.as_bytes());
+        line.push(b'"');
+        return;
+    }
     serde_json::to_writer(&mut *line, value).expect("a str always serialises into a Vec");
 }
 
@@ -541,10 +549,12 @@ fn push_digits(line: &mut Vec<u8>, mut value: u64, width: usize) {
 
 fn push_hex(line: &mut Vec<u8>, bytes: &[u8; 32]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in bytes {
-        line.push(DIGITS[usize::from(byte >> 4)]);
-        line.push(DIGITS[usize::from(byte & 0xf)]);
+    let mut text = [0u8; 64];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
+    line.extend_from_slice(&text);
 }
 
 fn hex(bytes: &[u8; 32]) -> String {
@@ -1104,6 +1114,26 @@ mod tests {
     }
 
     /// RFC 4231, test cases 1 to 7 (case 5 compares the first 128 bits, as the RFC does).
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for value in [
+            "",
+            "allow",
+            "psk:bench",
+            "a\"b",
+            "a\\b",
+            "tab\there",
+            "\u{1}\u{1f}",
+            "\u{7f}é€😀",
+            "/x/",
+        ] {
+            let mut line = Vec::new();
+            push_string(&mut line, "k", value);
+            let expected = format!(",\"k\":{}", serde_json::to_string(value).unwrap());
+            assert_eq!(String::from_utf8(line).unwrap(), expected, "{value:?}");
+        }
+    }
+
     #[test]
     fn hmac_sha256_matches_rfc_4231() {
         let mac = |key: &[u8], data: &[u8]| hex(&Hasher::new(Some(key)).hash(data));

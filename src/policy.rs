@@ -22,14 +22,17 @@
 //!
 //! This module evaluates; `config` builds the rules and checks them.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use regex_lite::Regex;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::auth::Identity;
 use crate::chain::{Ctx, Deny, INVALID_PARAMS, POLICY_DENIED};
-use crate::frame::Kind;
+use crate::frame::{Kind, Raw};
 use crate::gate::{Gate, Side};
 use crate::glob::Glob;
 
@@ -118,13 +121,33 @@ pub struct Constraint {
 pub struct DenyRegex {
     regex: Regex,
     literal: Option<memchr::memmem::Finder<'static>>,
+    /// Whether the literal holds none of the characters a JSON escape other than `\u` stands
+    /// for (`"`, `\\`, `/`, and the controls `\b \f \n \r \t`). Then every occurrence of
+    /// it in a decoded string comes from plain characters side by side in the string's JSON
+    /// text, and a JSON text without it cannot decode to a text that matches.
+    literal_survives_escapes: bool,
 }
 
 impl DenyRegex {
     pub fn new(regex: Regex) -> DenyRegex {
-        let literal = required_literal(regex.as_str())
-            .map(|lit| memchr::memmem::Finder::new(lit.as_bytes()).into_owned());
-        DenyRegex { regex, literal }
+        let literal = required_literal(regex.as_str());
+        let literal_survives_escapes = literal
+            .as_ref()
+            .is_some_and(|lit| !lit.contains(['"', '\\', '/', '\u{8}', '\u{c}', '\n', '\r', '\t']));
+        let literal = literal.map(|lit| memchr::memmem::Finder::new(lit.as_bytes()).into_owned());
+        DenyRegex { regex, literal, literal_survives_escapes }
+    }
+
+    /// Whether no string whose JSON text (between the quotes) is `escaped` can match, where
+    /// `escaped` holds escapes but no `\u` escape. `false` when that cannot be told without
+    /// decoding.
+    fn cannot_match_escaped(&self, escaped: &str) -> bool {
+        match &self.literal {
+            Some(literal) if self.literal_survives_escapes => {
+                literal.find(escaped.as_bytes()).is_none()
+            }
+            _ => false,
+        }
     }
 
     pub fn is_match(&self, text: &str) -> bool {
@@ -213,7 +236,7 @@ pub enum Action<'a> {
     Method { name: &'a str },
 }
 
-impl Action<'_> {
+impl<'a> Action<'a> {
     /// The name a decision is recorded under.
     pub fn name(&self) -> &str {
         match *self {
@@ -224,7 +247,7 @@ impl Action<'_> {
         }
     }
 
-    fn arguments(&self) -> Option<&Value> {
+    fn arguments(&self) -> Option<&'a Value> {
         match *self {
             Action::Tool { arguments, .. } | Action::Prompt { arguments, .. } => arguments,
             Action::Resource { .. } | Action::Method { .. } => None,
@@ -244,6 +267,20 @@ pub struct Decision<'p> {
 
 impl Policy {
     pub fn decide(&self, identity: &Identity, action: Action<'_>, unix_secs: u64) -> Decision<'_> {
+        self.judge(identity, action, action.arguments(), unix_secs, true)
+    }
+
+    /// [`Policy::decide`] with the arguments given apart from the action (any [`Args`]), and,
+    /// unless `explain_allow`, an empty `reason` when the effect is allow (the gateway does not
+    /// use it, and formatting it is most of an allowed decision's cost).
+    fn judge<A: Args + ?Sized>(
+        &self,
+        identity: &Identity,
+        action: Action<'_>,
+        arguments: Option<&A>,
+        unix_secs: u64,
+        explain_allow: bool,
+    ) -> Decision<'_> {
         // Resource URIs are matched in normal form, so `..` and `%2e%2e` cannot walk out of an
         // allowed directory; one that climbs above its root is refused outright.
         let normalized;
@@ -267,17 +304,16 @@ impl Policy {
             if !rule.covers(identity, action, unix_secs) {
                 continue;
             }
-            let violation = rule
-                .arguments
-                .iter()
-                .find_map(|constraint| constraint.violation(action.arguments()));
+            let violation =
+                rule.arguments.iter().find_map(|constraint| constraint.violation(arguments));
             match (rule.effect, violation) {
                 (Effect::Allow, None) => {
-                    return Decision {
-                        effect: Effect::Allow,
-                        rule: Some(&rule.id),
-                        reason: format!("allowed by rule \"{}\"", rule.id),
+                    let reason = if explain_allow {
+                        format!("allowed by rule \"{}\"", rule.id)
+                    } else {
+                        String::new()
                     };
+                    return Decision { effect: Effect::Allow, rule: Some(&rule.id), reason };
                 }
                 (Effect::Deny, Some(why)) => {
                     return Decision {
@@ -301,6 +337,7 @@ impl Policy {
             }
         }
         let reason = match self.default_effect {
+            Effect::Allow if !explain_allow => String::new(),
             Effect::Allow => "allowed by default_effect".to_owned(),
             Effect::Deny => match near_miss {
                 Some((rule, why)) => format!(
@@ -351,21 +388,22 @@ impl Rule {
             Action::Prompt { .. } => &self.prompts,
             Action::Method { .. } => &self.methods,
         };
-        let named = match action {
+        let named = || match action {
             Action::Resource { uri } => {
                 names.as_ref().is_some_and(|names| names.0.iter().any(|glob| glob.matches_uri(uri)))
             }
             _ => names.as_ref().is_some_and(|names| names.matches(action.name())),
         };
-        named
-            && self.identities.matches(identity)
+        // The identity first: comparing a few labels is cheaper than matching name globs.
+        self.identities.matches(identity)
+            && named()
             && self.window.is_none_or(|window| window.contains(unix_secs))
     }
 }
 
 impl Constraint {
     /// `None` if satisfied, else why not.
-    fn violation(&self, arguments: Option<&Value>) -> Option<String> {
+    fn violation<A: Args + ?Sized>(&self, arguments: Option<&A>) -> Option<String> {
         let param = &self.param;
         if param == "*" {
             let arguments = arguments?;
@@ -373,9 +411,11 @@ impl Constraint {
                 .deny_hit(arguments)
                 .map(|hit| format!("an argument matches deny_regex `{hit}`"))
                 .or_else(|| {
-                    let too_long = self
-                        .max_length
-                        .is_some_and(|max| any_string(arguments, &mut |s| s.chars().count() > max));
+                    let too_long = self.max_length.is_some_and(|max| {
+                        arguments.any_string_unless(&mut |s| s.chars().count() > max, &|escaped| {
+                            escaped.len() <= max
+                        })
+                    });
                     too_long.then(|| {
                         format!(
                             "an argument is longer than max_length {}",
@@ -384,14 +424,14 @@ impl Constraint {
                     })
                 });
         }
-        let Some(value) = arguments.and_then(|args| args.get(param)) else {
+        let Some(value) = arguments.and_then(|args| args.member(param)) else {
             return Some(format!("argument `{param}` is missing"));
         };
         if !self.allow_glob.is_empty() {
-            let Value::String(text) = value else {
+            let Some(text) = value.as_text() else {
                 return Some(format!("argument `{param}` is not a string"));
             };
-            if !self.allow_glob.iter().any(|glob| glob.matches_path(text)) {
+            if !self.allow_glob.iter().any(|glob| glob.matches_path(&text)) {
                 return Some(format!("argument `{param}` is outside allow_glob"));
             }
         }
@@ -399,9 +439,9 @@ impl Constraint {
             return Some(format!("argument `{param}` matches deny_regex `{hit}`"));
         }
         if let Some(max) = self.max_length {
-            let len = match value {
-                Value::String(text) => text.chars().count(),
-                other => other.to_string().len(),
+            let len = match value.as_text() {
+                Some(text) => text.chars().count(),
+                None => value.json_len(),
             };
             if len > max {
                 return Some(format!("argument `{param}` is longer than max_length {max}"));
@@ -411,10 +451,14 @@ impl Constraint {
     }
 
     /// The first deny_regex that matches a string (or key) inside `value`.
-    fn deny_hit(&self, value: &Value) -> Option<&str> {
+    fn deny_hit<A: Args + ?Sized>(&self, value: &A) -> Option<&str> {
         self.deny_regex
             .iter()
-            .find(|regex| any_string(value, &mut |s| regex.is_match(s)))
+            .find(|regex| {
+                value.any_string_unless(&mut |s| regex.is_match(s), &|escaped| {
+                    regex.cannot_match_escaped(escaped)
+                })
+            })
             .map(DenyRegex::as_str)
     }
 }
@@ -443,7 +487,7 @@ const HOUSEKEEPING: &[&str] = &[
 ///
 /// A client notification is governed too when its method is not a `notifications/…` one: a
 /// `tools/call` without an id is still a call to a server that executes what it reads.
-pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
+pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     if ctx.from != Side::Client || ctx.msg.kind == Kind::Response {
         return Ok(());
     }
@@ -460,8 +504,13 @@ pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         |what: &str| Deny::new(INVALID_PARAMS, format!("{method} needs params.{what} as a string"));
     // Arguments are parsed (strictly) only when some rule needs to look at them.
     let arguments = if needs_arguments(policy, method) {
-        let arguments = ctx.arguments()?;
-        if arguments.as_ref().is_some_and(|args| !args.is_object()) {
+        let arguments = match params.arguments {
+            None => None,
+            Some(raw) => Some(
+                ArgValue::scan(raw).map_err(|err| Deny::invalid(format!("arguments: {err}")))?,
+            ),
+        };
+        if arguments.as_ref().is_some_and(|args| !matches!(args, ArgValue::Object(_))) {
             return Err(Deny::new(
                 INVALID_PARAMS,
                 format!("{method} needs params.arguments as an object"),
@@ -471,27 +520,31 @@ pub fn check(_gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     } else {
         None
     };
+    // The arguments go to the rules apart from the action, as a borrowed view.
     let action = match method {
         "tools/call" => Action::Tool {
             name: params.name.as_deref().ok_or_else(|| needs("name"))?,
-            arguments: arguments.as_ref(),
+            arguments: None,
         },
         "resources/read" | "resources/subscribe" => {
             Action::Resource { uri: params.uri.as_deref().ok_or_else(|| needs("uri"))? }
         }
         "prompts/get" => Action::Prompt {
             name: params.name.as_deref().ok_or_else(|| needs("name"))?,
-            arguments: arguments.as_ref(),
+            arguments: None,
         },
         other => Action::Method { name: other },
     };
-    let tool = matches!(action, Action::Tool { .. }).then(|| action.name().to_owned());
-    let anonymous = Identity::anonymous();
+    let tool = match action {
+        Action::Tool { .. } => params.name.clone(),
+        _ => None,
+    };
+    let anonymous = gate.anonymous();
     let identity = ctx.identity.as_deref().unwrap_or(&anonymous);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let decision = policy.decide(identity, action, now);
+    let decision = policy.judge(identity, action, arguments.as_ref(), now, false);
     let rule = decision.rule.map(str::to_owned);
     ctx.tool = tool;
     match decision.effect {
@@ -571,6 +624,445 @@ pub fn any_string(value: &Value, test: &mut dyn FnMut(&str) -> bool) -> bool {
     }
 }
 
+/// What a constraint needs of the arguments: a `Value` (the `decide` API) or an [`ArgValue`]
+/// (the gateway's borrowed view). Both give the same answers for the same JSON.
+pub trait Args {
+    /// Whether `test` holds for any string value or object key at any depth.
+    fn any_string(&self, test: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.any_string_unless(test, &|_| false)
+    }
+    /// [`Args::any_string`], where `test` is known to be false for a string still in its JSON
+    /// text (escapes other than `\u`, not decoded) when `rules_out` says so of that text.
+    fn any_string_unless(
+        &self,
+        test: &mut dyn FnMut(&str) -> bool,
+        rules_out: &dyn Fn(&str) -> bool,
+    ) -> bool;
+    /// The member `name` of an object; `None` for anything else.
+    fn member(&self, name: &str) -> Option<&Self>;
+    /// The text of a string.
+    fn as_text(&self) -> Option<Cow<'_, str>>;
+    /// The length of the value written as compact JSON, as `Value`'s `to_string` writes it.
+    fn json_len(&self) -> usize;
+}
+
+impl Args for Value {
+    fn any_string_unless(
+        &self,
+        test: &mut dyn FnMut(&str) -> bool,
+        _rules_out: &dyn Fn(&str) -> bool,
+    ) -> bool {
+        any_string(self, test)
+    }
+
+    fn member(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+
+    fn as_text(&self) -> Option<Cow<'_, str>> {
+        self.as_str().map(Cow::Borrowed)
+    }
+
+    fn json_len(&self) -> usize {
+        self.to_string().len()
+    }
+}
+
+/// A JSON value borrowed from the text it was parsed from: a string without escapes, key or
+/// value, is not copied. Objects keep their members in order, and never hold a key twice.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgValue<'a> {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    Str(Cow<'a, str>),
+    /// A string as its JSON text between the quotes, not decoded yet: it has escapes, none of
+    /// them `\u` (so decoding cannot fail).
+    Escaped(&'a str),
+    Array(Vec<ArgValue<'a>>),
+    Object(Vec<(Cow<'a, str>, ArgValue<'a>)>),
+}
+
+impl<'a> ArgValue<'a> {
+    /// Parses JSON text exactly as [`crate::chain::strict_value`] does: the same values, the
+    /// same refusal of a key given twice in an object at any depth (with the same error, at the
+    /// same position), the same recursion limit; only without copying plain strings.
+    pub fn parse(text: &'a str) -> Result<ArgValue<'a>, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value = de::DeserializeSeed::deserialize(ViewSeed, &mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+
+    /// The arguments of a message, which the frame already checked as JSON: read with one
+    /// structural scan that leaves strings with simple escapes undecoded until a rule needs
+    /// them. Whatever the scan does not take in its stride (a `\u` escape, a key given twice,
+    /// nesting past [`SCAN_DEPTH`], a number that is not an `f64`) is read by
+    /// [`ArgValue::parse`] instead, so the value and any error are exactly that function's.
+    pub fn scan(raw: Raw<'a>) -> Result<ArgValue<'a>, serde_json::Error> {
+        let text = raw.get();
+        let mut scan = Scan { text, b: text.as_bytes(), i: 0 };
+        match scan.value(0) {
+            Some(value) if scan.i == text.len() => Ok(value),
+            _ => ArgValue::parse(text),
+        }
+    }
+
+    /// The same value as a `Value`.
+    pub fn to_value(&self) -> Value {
+        match self {
+            ArgValue::Null => Value::Null,
+            ArgValue::Bool(b) => Value::Bool(*b),
+            ArgValue::Number(n) => Value::Number(n.clone()),
+            ArgValue::Str(text) => Value::String(text.to_string()),
+            ArgValue::Escaped(escaped) => Value::String(unescape(escaped)),
+            ArgValue::Array(items) => Value::Array(items.iter().map(ArgValue::to_value).collect()),
+            ArgValue::Object(members) => Value::Object(
+                members.iter().map(|(key, value)| (key.to_string(), value.to_value())).collect(),
+            ),
+        }
+    }
+}
+
+impl Args for ArgValue<'_> {
+    fn any_string_unless(
+        &self,
+        test: &mut dyn FnMut(&str) -> bool,
+        rules_out: &dyn Fn(&str) -> bool,
+    ) -> bool {
+        match self {
+            ArgValue::Str(text) => test(text),
+            ArgValue::Escaped(escaped) => !rules_out(escaped) && test(&unescape(escaped)),
+            ArgValue::Array(items) => {
+                items.iter().any(|item| item.any_string_unless(test, rules_out))
+            }
+            ArgValue::Object(members) => members
+                .iter()
+                .any(|(key, item)| test(key) || item.any_string_unless(test, rules_out)),
+            ArgValue::Null | ArgValue::Bool(_) | ArgValue::Number(_) => false,
+        }
+    }
+
+    fn member(&self, name: &str) -> Option<&Self> {
+        match self {
+            ArgValue::Object(members) => {
+                members.iter().find(|(key, _)| key == name).map(|(_, value)| value)
+            }
+            _ => None,
+        }
+    }
+
+    fn as_text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            ArgValue::Str(text) => Some(Cow::Borrowed(text)),
+            ArgValue::Escaped(escaped) => Some(Cow::Owned(unescape(escaped))),
+            _ => None,
+        }
+    }
+
+    fn json_len(&self) -> usize {
+        self.to_value().to_string().len()
+    }
+}
+
+/// How deep [`ArgValue::scan`] goes before leaving the text to serde_json, well short of
+/// serde_json's recursion limit (128) so that a refusal for depth stays serde_json's.
+const SCAN_DEPTH: usize = 100;
+
+/// The decoded text of a JSON string's contents that have escapes, none of them `\u`.
+fn unescape(escaped: &str) -> String {
+    let mut out = String::with_capacity(escaped.len());
+    let mut rest = escaped;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let Some(&code) = rest.as_bytes().get(at + 1) else { break };
+        out.push(match code {
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            other => char::from(other),
+        });
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The state of [`ArgValue::scan`]: JSON text known to be valid, and a position in it.
+struct Scan<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn ws(&mut self) {
+        while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    /// The value at the current position; `None` to leave the text to serde_json.
+    fn value(&mut self, depth: usize) -> Option<ArgValue<'a>> {
+        self.ws();
+        match *self.b.get(self.i)? {
+            b'{' => {
+                if depth >= SCAN_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                let mut members: Vec<(Cow<'a, str>, ArgValue<'a>)> = Vec::new();
+                let mut seen: Option<HashSet<Cow<'a, str>>> = None;
+                self.ws();
+                if self.b.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Some(ArgValue::Object(members));
+                }
+                loop {
+                    self.ws();
+                    let key = match self.string()? {
+                        ArgValue::Str(key) => key,
+                        ArgValue::Escaped(escaped) => Cow::Owned(unescape(escaped)),
+                        _ => return None,
+                    };
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b':') {
+                        return None;
+                    }
+                    self.i += 1;
+                    let value = self.value(depth + 1)?;
+                    let repeated = match &mut seen {
+                        Some(seen) => !seen.insert(key.clone()),
+                        None => members.iter().any(|(known, _)| *known == key),
+                    };
+                    if repeated {
+                        return None;
+                    }
+                    members.push((key, value));
+                    if seen.is_none() && members.len() > LINEAR_KEYS {
+                        seen = Some(members.iter().map(|(known, _)| known.clone()).collect());
+                    }
+                    self.ws();
+                    match self.b.get(self.i)? {
+                        b',' => self.i += 1,
+                        b'}' => {
+                            self.i += 1;
+                            return Some(ArgValue::Object(members));
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' => {
+                if depth >= SCAN_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Some(ArgValue::Array(items));
+                }
+                loop {
+                    items.push(self.value(depth + 1)?);
+                    self.ws();
+                    match self.b.get(self.i)? {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            return Some(ArgValue::Array(items));
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'"' => self.string(),
+            b't' => self.word("true", ArgValue::Bool(true)),
+            b'f' => self.word("false", ArgValue::Bool(false)),
+            b'n' => self.word("null", ArgValue::Null),
+            _ => {
+                let start = self.i;
+                while matches!(
+                    self.b.get(self.i),
+                    Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                ) {
+                    self.i += 1;
+                }
+                // The same number parser as a whole parse, on the number alone.
+                match serde_json::from_str::<Value>(&self.text[start..self.i]).ok()? {
+                    Value::Number(n) => Some(ArgValue::Number(n)),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    fn word(&mut self, word: &str, value: ArgValue<'a>) -> Option<ArgValue<'a>> {
+        let end = self.i + word.len();
+        if self.text.get(self.i..end)? != word {
+            return None;
+        }
+        self.i = end;
+        Some(value)
+    }
+
+    /// The string whose opening quote is at the current position: borrowed when it has no
+    /// escape, [`ArgValue::Escaped`] when it has escapes but no `\u`; `None` for a `\u`.
+    fn string(&mut self) -> Option<ArgValue<'a>> {
+        if self.b.get(self.i) != Some(&b'"') {
+            return None;
+        }
+        let start = self.i + 1;
+        let mut at = start;
+        let mut escaped = false;
+        loop {
+            at += memchr::memchr2(b'"', b'\\', &self.b[at..])?;
+            if self.b[at] == b'"' {
+                break;
+            }
+            if self.b.get(at + 1)? == &b'u' {
+                return None;
+            }
+            escaped = true;
+            at += 2;
+        }
+        self.i = at + 1;
+        let contents = &self.text[start..at];
+        Some(if escaped {
+            ArgValue::Escaped(contents)
+        } else {
+            ArgValue::Str(Cow::Borrowed(contents))
+        })
+    }
+}
+
+/// Objects with more members than this look for a repeated key in a hash set rather than by
+/// comparing with every member before.
+const LINEAR_KEYS: usize = 16;
+
+struct ViewSeed;
+
+impl<'de> de::DeserializeSeed<'de> for ViewSeed {
+    type Value = ArgValue<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<ArgValue<'de>, D::Error> {
+        de.deserialize_any(ViewVisitor)
+    }
+}
+
+struct ViewVisitor;
+
+impl<'de> Visitor<'de> for ViewVisitor {
+    type Value = ArgValue<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<ArgValue<'de>, E> {
+        Ok(serde_json::Number::from_f64(n).map_or(ArgValue::Null, ArgValue::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Str(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Str(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Str(Cow::Owned(s)))
+    }
+
+    fn visit_unit<E>(self) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<ArgValue<'de>, E> {
+        Ok(ArgValue::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ArgValue<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(ViewSeed)? {
+            items.push(item);
+        }
+        Ok(ArgValue::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ArgValue<'de>, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, ArgValue<'de>)> = Vec::new();
+        let mut seen: Option<HashSet<Cow<'de, str>>> = None;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            // The value is read before the key is looked up, as `strict_value` does, so an
+            // error names the same position.
+            let value = map.next_value_seed(ViewSeed)?;
+            let repeated = match &mut seen {
+                Some(seen) => !seen.insert(key.clone()),
+                None => members.iter().any(|(known, _)| *known == key),
+            };
+            if repeated {
+                return Err(de::Error::custom(format_args!(
+                    "key \"{key}\" appears more than once"
+                )));
+            }
+            members.push((key, value));
+            if seen.is_none() && members.len() > LINEAR_KEYS {
+                seen = Some(members.iter().map(|(known, _)| known.clone()).collect());
+            }
+        }
+        Ok(ArgValue::Object(members))
+    }
+}
+
+struct KeySeed;
+
+impl<'de> de::DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Cow<'de, str>, D::Error> {
+        de.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(s))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,9 +1108,22 @@ arguments = [
         tool: &str,
         args: &str,
     ) -> (Effect, Option<String>) {
+        let view = ArgValue::scan(Raw::parse(args).unwrap()).unwrap();
         let args: Value = serde_json::from_str(args).unwrap();
         let decision =
             policy.decide(identity, Action::Tool { name: tool, arguments: Some(&args) }, 0);
+        // The gateway's path: the borrowed view, no reason for an allow.
+        let viewed = policy.judge(
+            identity,
+            Action::Tool { name: tool, arguments: None },
+            Some(&view),
+            0,
+            false,
+        );
+        assert_eq!((viewed.effect, viewed.rule), (decision.effect, decision.rule));
+        if decision.effect == Effect::Deny {
+            assert_eq!(viewed.reason, decision.reason);
+        }
         (decision.effect, decision.rule.map(str::to_owned))
     }
 
@@ -712,6 +1217,111 @@ arguments = [
         assert_eq!(decide(&policy, &anon, "add", r#"{"note":"abcd"}"#).0, Effect::Deny);
         assert_eq!(decide(&policy, &dev(), "add", r#"{"note":"abc"}"#).0, Effect::Deny);
         assert_eq!(decide(&policy, &anon, "adder", r#"{"note":"abc"}"#).0, Effect::Deny);
+    }
+
+    #[test]
+    fn argument_view_matches_strict_value() {
+        let long_object = (0..40).map(|i| format!("\"k{i}\":{i}")).collect::<Vec<_>>().join(",");
+        let texts = [
+            r#"{"a":[1,{"b":"c"}],"d":null,"e":true,"f":-2,"g":1.5,"h":1e2}"#.to_owned(),
+            r#"{"p\u0061th":"/tmp/\"x\"","":"","n":{"m":["\u00e9",[[]]]}}"#.to_owned(),
+            r#"{"a":1,"a":2}"#.to_owned(),
+            r#"{"x":{"p":1,"\u0070":2}}"#.to_owned(),
+            r#"{"x":[{"y":1},{"y":2,"y":3}]}"#.to_owned(),
+            format!("{{{long_object}}}"),
+            format!("{{{long_object},\"k7\":0}}"),
+            format!("{{{long_object},\"k39\":0}}"),
+            format!("{}{}", "[".repeat(200), "]".repeat(200)),
+            r#"{"a":1} x"#.to_owned(),
+            r#"{"a":"#.to_owned(),
+            "7".to_owned(),
+        ];
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let nested_objects =
+            |depth: usize| format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+        let more = [
+            r#"{"s":"a\nb\t\"c\" \\ \/ \b\f\r","k\"ey":[true,false,null]}"#.to_owned(),
+            r#"{"s":"\u0041KIA","t":"\ud83d\ude00"}"#.to_owned(),
+            r#"{"a\n":1,"a\u000a":2}"#.to_owned(),
+            r#"{"a\n":1,"a\n":2}"#.to_owned(),
+            r#"{"n":[-0,0,1.0,-1.5e3,1E-2,18446744073709551615,-9223372036854775808,1e400]}"#
+                .to_owned(),
+            r#"{"n":123456789012345678901234567890}"#.to_owned(),
+            r#" { "a" : [ 1 , { "b" : "c" } ] , "d" : { } , "e" : [ ] } "#.to_owned(),
+            r#""just a string""#.to_owned(),
+            "[1,2]".to_owned(),
+            nested(99),
+            nested(100),
+            nested(101),
+            nested(127),
+            nested(128),
+            nested(129),
+            nested(300),
+            nested_objects(100),
+            nested_objects(128),
+            nested_objects(129),
+        ];
+        for text in texts.iter().chain(&more) {
+            let strict = crate::chain::strict_value(text);
+            match (&strict, ArgValue::parse(text)) {
+                (Ok(value), Ok(view)) => assert_eq!(&view.to_value(), value, "{text}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{text}"),
+                (a, b) => panic!("{text}: {a:?} vs {b:?}"),
+            }
+            // The scan takes only what the frame accepted.
+            let Some(raw) = Raw::parse(text) else { continue };
+            match (&strict, ArgValue::scan(raw)) {
+                (Ok(value), Ok(view)) => assert_eq!(&view.to_value(), value, "{text}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{text}"),
+                (a, b) => panic!("{text}: {a:?} vs {b:?}"),
+            }
+        }
+        let escaped = ArgValue::scan(Raw::parse(r#"{"p":"\/tmp\/a\n"}"#).unwrap()).unwrap();
+        assert!(matches!(escaped.member("p"), Some(ArgValue::Escaped(_))));
+        assert_eq!(escaped.member("p").unwrap().as_text().as_deref(), Some("/tmp/a\n"));
+        let view = ArgValue::parse(r#"{"n":[1,"x"],"s":"ab"}"#).unwrap();
+        let value: Value = serde_json::from_str(r#"{"n":[1,"x"],"s":"ab"}"#).unwrap();
+        assert_eq!(view.member("n").unwrap().json_len(), value["n"].json_len());
+        assert_eq!(view.member("s").unwrap().as_text().as_deref(), Some("ab"));
+        assert!(view.member("t").is_none());
+    }
+
+    #[test]
+    fn escaped_strings_are_still_checked() {
+        let policy = parse_policy_text(ANNOUNCEMENT);
+        let rule = |r: &str| Some(r.to_owned());
+        // Escapes around and inside the secret and the path: decoded before matching.
+        for args in [
+            r#"{"path":"/tmp/x","note":"\nAKIAABCDEFGHIJKLMNOP\t"}"#,
+            r#"{"path":"/tmp/x","note":"\"AKIA\u0041BCDEFGHIJKLMNOP"}"#,
+            r#"{"path":"/tmp/x","n\tote":{"ghp_abcdefghijklmnopqrstuvwxyz0123456789\n":1}}"#,
+        ] {
+            assert_eq!(
+                decide(&policy, &dev(), "write_file", args),
+                (Effect::Deny, rule("block-secrets")),
+                "{args}"
+            );
+        }
+        for args in [
+            r#"{"path":"\/tmp\/..\/etc\/passwd"}"#,
+            r#"{"path":"\/tmp\/a.env"}"#,
+            r#"{"path":"\/tmp\/a.\u0065nv"}"#,
+            r#"{"path":"\/etc\/x\n"}"#,
+        ] {
+            denied(&policy, "write_file", args);
+        }
+        assert_eq!(
+            decide(&policy, &dev(), "write_file", r#"{"path":"\/tmp\/a\tb","content":"x\ny"}"#),
+            (Effect::Allow, rule("dev-write-safe"))
+        );
+        let short = parse_policy_text(
+            "[[rules]]\nid = \"short\"\npriority = 1\neffect = \"allow\"\nidentities = \"*\"\ntools = \"*\"\narguments = [{ param = \"*\", max_length = 3 }]\n",
+        );
+        let anon = Identity::anonymous();
+        assert_eq!(decide(&short, &anon, "t", r#"{"a":"\n\n\n"}"#).0, Effect::Allow);
+        assert_eq!(decide(&short, &anon, "t", r#"{"a":"\n\n\n\n"}"#).0, Effect::Deny);
+        assert_eq!(decide(&short, &anon, "t", r#"{"a":"ab\n"}"#).0, Effect::Allow);
+        assert_eq!(decide(&short, &anon, "t", r#"{"a":"ab\nc"}"#).0, Effect::Deny);
     }
 
     #[test]

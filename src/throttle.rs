@@ -269,17 +269,28 @@ impl Throttle {
         let mut state = lock(&self.state);
         let state = &mut *state;
 
+        // The identity's and the tool's buckets are looked up once, for the decision and the
+        // charge both.
+        let mut identity_bucket = match per_identity {
+            Some(_) => state.identities.get_mut(identity),
+            None => None,
+        };
+        let mut tool_bucket = match (per_tool, tool) {
+            (Some(_), Some(tool)) => state.tools.get_mut(tool),
+            _ => None,
+        };
+
         // First decide, changing nothing, so that a refused call charges no counter.
         let mut worst = None;
         if let Some(pace) = global {
             note(&mut worst, pace.wait(debt(state.global.as_ref(), now)), || Limited::Global);
         }
         if let Some(pace) = per_identity {
-            let wait = pace.wait(debt(state.identities.get(identity), now));
+            let wait = pace.wait(debt(identity_bucket.as_deref(), now));
             note(&mut worst, wait, || Limited::Identity);
         }
-        if let (Some(pace), Some(tool)) = (per_tool, tool) {
-            note(&mut worst, pace.wait(debt(state.tools.get(tool), now)), || Limited::Tool);
+        if let (Some(pace), Some(_)) = (per_tool, tool) {
+            note(&mut worst, pace.wait(debt(tool_bucket.as_deref(), now)), || Limited::Tool);
         }
         if let (Some(pace), Some(pair)) = (per_pair, &pair) {
             let wait = pace.wait(debt(state.pairs.get(pair), now));
@@ -303,10 +314,16 @@ impl Throttle {
             state.global.get_or_insert(Bucket::full(now)).charge(pace, now);
         }
         if let Some(pace) = per_identity {
-            charge(&mut state.identities, identity, pace, now, self.max_keys);
+            match identity_bucket.take() {
+                Some(bucket) => bucket.charge(pace, now),
+                None => charge(&mut state.identities, identity, pace, now, self.max_keys),
+            }
         }
         if let (Some(pace), Some(tool)) = (per_tool, tool) {
-            charge(&mut state.tools, tool, pace, now, self.max_keys);
+            match tool_bucket.take() {
+                Some(bucket) => bucket.charge(pace, now),
+                None => charge(&mut state.tools, tool, pace, now, self.max_keys),
+            }
         }
         if let (Some(pace), Some(pair)) = (per_pair, &pair) {
             charge(&mut state.pairs, pair, pace, now, self.max_keys);
