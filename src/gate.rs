@@ -34,9 +34,10 @@ use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, TryLockError};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::auth::Identity;
@@ -97,6 +98,8 @@ pub struct Gate {
     /// Lines for the upstream that the thread holding them must not wait to write
     /// ([`Gate::send_upstream_later`]); the relay's writer thread takes them.
     later: OnceLock<SyncSender<Vec<u8>>>,
+    /// Lines queued in `later` and not yet written (or given up on).
+    later_pending: AtomicUsize,
     /// Set by [`Gate::close`] when the writer was busy: the thread writing closes it after its
     /// write.
     closing: [AtomicBool; 2],
@@ -270,6 +273,7 @@ impl Gate {
             quarantine: Quarantine::default(),
             writers: [Mutex::new(Some(to_client)), Mutex::new(Some(to_upstream))],
             later: OnceLock::new(),
+            later_pending: AtomicUsize::new(0),
             closing: [AtomicBool::new(false), AtomicBool::new(false)],
             requests: [Mutex::default(), Mutex::default()],
             epoch: Instant::now(),
@@ -322,15 +326,41 @@ impl Gate {
         let Some(later) = self.later.get() else {
             return self.send(Side::Upstream, &line);
         };
-        later.try_send(line).map_err(|err| match err {
-            TrySendError::Full(_) => io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("the upstream is not reading and {MAX_LATER} lines already wait for it"),
-            ),
-            TrySendError::Disconnected(_) => {
-                io::Error::new(io::ErrorKind::BrokenPipe, "the upstream writer has stopped")
+        self.later_pending.fetch_add(1, Ordering::AcqRel);
+        later.try_send(line).map_err(|err| {
+            self.later_pending.fetch_sub(1, Ordering::AcqRel);
+            match err {
+                TrySendError::Full(_) => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "the upstream is not reading and {MAX_LATER} lines already wait for it"
+                    ),
+                ),
+                TrySendError::Disconnected(_) => {
+                    io::Error::new(io::ErrorKind::BrokenPipe, "the upstream writer has stopped")
+                }
             }
         })
+    }
+
+    /// Writes one line taken from [`Gate::defer_upstream`]'s queue.
+    pub fn send_deferred(&self, line: &[u8]) -> io::Result<()> {
+        let sent = self.send(Side::Upstream, line);
+        self.later_pending.fetch_sub(1, Ordering::AcqRel);
+        sent
+    }
+
+    /// Waits up to `limit` for the queued lines for the upstream to be written, so that closing
+    /// its stdin does not cut them off. True if none is left.
+    pub fn flush_deferred(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.later_pending.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Starts queueing [`Gate::send_upstream_later`]'s lines; the caller writes them with

@@ -91,7 +91,7 @@ pub fn run(
     let later = gate.defer_upstream();
     thread::spawn(move || {
         for line in later {
-            if let Err(err) = gate.send(Side::Upstream, &line) {
+            if let Err(err) = gate.send_deferred(&line) {
                 debug!("not delivered to the upstream: {err}");
             }
         }
@@ -132,6 +132,12 @@ pub fn run(
     };
     info!("stopping: {cause:?}");
     let grace = gate.config.shutdown_grace;
+    // What mcpdome still has to say to the upstream goes before its stdin closes.
+    if !matches!(cause, Event::UpstreamExited(_) | Event::UpstreamEof)
+        && !gate.flush_deferred(grace)
+    {
+        warn!("the upstream is not reading; lines mcpdome queued for it were not delivered");
+    }
     gate.close(Side::Upstream);
     let status = match cause {
         Event::UpstreamExited(status) => status,

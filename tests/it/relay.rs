@@ -242,14 +242,15 @@ fn server_request_with_an_id_in_use_is_refused_to_the_server() {
     round_trip(&mut proxy, "1", "ping");
     proxy.close_stdin();
     proxy.finish().assert_exit(0);
-    let received = read_log(&log);
-    assert_lines(
-        &received[1..],
-        &[
-            &error("0", -32600, "request id 0 is already in use by an unanswered request"),
-            &request("1", "ping"),
-        ],
-    );
+    // mcpdome's own answer to the server is written by a thread of its own (a server that does
+    // not read must not stall the relay), so it is not ordered against the client's ping.
+    let mut received = read_log(&log).split_off(1);
+    received.sort();
+    let refusal = error("0", -32600, "request id 0 is already in use by an unanswered request");
+    let ping = request("1", "ping");
+    let mut expected = [refusal.as_str(), ping.as_str()];
+    expected.sort_by_key(|line| line.as_bytes().to_vec());
+    assert_lines(&received, &expected);
 }
 
 #[test]
