@@ -1548,8 +1548,8 @@ impl Automaton {
         f: impl FnMut(usize, usize, usize),
     ) {
         match surveyor {
-            Some(surveyor) => self.find_feeding(haystack, |i| surveyor.feed(haystack, i), f),
-            None => self.find_feeding(haystack, |_| {}, f),
+            Some(surveyor) => self.find_feeding(haystack, surveyor, f),
+            None => self.find_feeding(haystack, &mut NoSurvey, f),
         }
     }
 
@@ -1557,7 +1557,7 @@ impl Automaton {
     fn find_feeding(
         &self,
         haystack: &[u8],
-        mut feed: impl FnMut(usize),
+        surveyor: &mut impl Feed,
         mut f: impl FnMut(usize, usize, usize),
     ) {
         let n = haystack.len();
@@ -1572,8 +1572,8 @@ impl Automaton {
                 }
                 // `n - mid <= mid`, so the surveyor, fed two bytes a step, stays in order.
                 for k in 0..n - mid {
-                    feed(2 * k);
-                    feed(2 * k + 1);
+                    surveyor.feed_byte(haystack, 2 * k);
+                    surveyor.feed_byte(haystack, 2 * k + 1);
                     first.step(self, haystack, k, &mut f);
                     second.step(self, haystack, mid + k, &mut f);
                 }
@@ -1581,13 +1581,13 @@ impl Automaton {
                     first.step(self, haystack, i, &mut f);
                 }
                 for i in 2 * (n - mid)..n {
-                    feed(i);
+                    surveyor.feed_byte(haystack, i);
                 }
                 return;
             }
         }
         for i in 0..n {
-            feed(i);
+            surveyor.feed_byte(haystack, i);
             first.step(self, haystack, i, &mut f);
         }
     }
@@ -1611,6 +1611,26 @@ impl Automaton {
         }
         i
     }
+}
+
+/// What [`Automaton::find`] feeds each byte to; a trait rather than a closure so that the
+/// feeding is inlined into the walk.
+trait Feed {
+    fn feed_byte(&mut self, bytes: &[u8], i: usize);
+}
+
+impl Feed for Surveyor {
+    #[inline(always)]
+    fn feed_byte(&mut self, bytes: &[u8], i: usize) {
+        self.feed(bytes, i);
+    }
+}
+
+struct NoSurvey;
+
+impl Feed for NoSurvey {
+    #[inline(always)]
+    fn feed_byte(&mut self, _: &[u8], _: usize) {}
 }
 
 /// Haystacks shorter than this are walked in one piece.
