@@ -908,17 +908,25 @@ fn json_values(text: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] != b'"' {
-            i += 1;
-            continue;
+        match memchr::memchr(b'"', &bytes[i..]) {
+            Some(p) => i += p,
+            None => break,
         }
         let start = i;
         i += 1;
-        while i < bytes.len() && bytes[i] != b'"' {
-            i += if bytes[i] == b'\\' { 2 } else { 1 };
-        }
-        if i >= bytes.len() {
-            return None;
+        let mut escaped = false;
+        loop {
+            match bytes.get(i..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+                None => return None,
+                Some(p) if bytes[i + p] == b'"' => {
+                    i += p;
+                    break;
+                }
+                Some(p) => {
+                    escaped = true;
+                    i += p + 2;
+                }
+            }
         }
         let literal = &text[start..=i];
         i += 1;
@@ -931,7 +939,13 @@ fn json_values(text: &str) -> Option<Vec<String>> {
             Some(b',' | b']' | b'}') | None => {}
             Some(_) => return None,
         }
-        out.push(serde_json::from_str::<String>(literal).ok()?);
+        // Without escapes or control characters the literal decodes to its inside as it is.
+        let inside = &literal[1..literal.len() - 1];
+        if !escaped && !inside.bytes().any(|b| b < 0x20) {
+            out.push(inside.to_owned());
+        } else {
+            out.push(serde_json::from_str::<String>(literal).ok()?);
+        }
     }
     Some(out)
 }
