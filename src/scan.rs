@@ -259,12 +259,17 @@ impl Scanner {
         };
         let mut doc = Doc::new(self, target);
         doc.walk(&value, &mut String::new(), None);
-        doc.joined.clear();
+        let mut joined = String::with_capacity(raw.len());
         for literal in json_values(raw).unwrap_or_default() {
-            // A string that is itself JSON text stands for its values, as in `Doc::string`.
-            doc.joined.push_str(&embedded_json(&literal).unwrap_or(literal));
-            doc.joined.push('\n');
+            // A string that is itself JSON text stands for its values, as in `Doc::string`,
+            // which has made that view already unless duplicate keys hid the string.
+            match doc.views.get(&literal) {
+                Some(view) => joined.push_str(view),
+                None => joined.push_str(&embedded_json(&literal).unwrap_or(literal)),
+            }
+            joined.push('\n');
         }
+        doc.joined = joined;
         // The text order is one order; a split phrase may also read across members the other
         // way round (see `MAX_REVERSED_VIEW`).
         if doc.joined.len() <= MAX_REVERSED_VIEW && doc.phrases >= 2 {
@@ -393,6 +398,9 @@ struct Doc<'s> {
     /// Whether raw secret scanning waits for `finish`, which then scans `joined` once and
     /// maps each match back to its string through `segments`.
     deferred: bool,
+    /// Without `deferred`, the caller builds `joined` itself, so the walk leaves it empty and
+    /// keeps here what [`embedded_json`] made of each long string that is JSON text.
+    views: Views<'s>,
     /// Where each string that stands in `joined` as it is sits, and its JSON Pointer.
     segments: Vec<(Range<usize>, String)>,
     /// What the regexes may still read; every string walked adds to it.
@@ -412,12 +420,13 @@ impl<'s> Doc<'s> {
             leet: false,
             phrases: 0,
             deferred: false,
+            views: Views::default(),
             segments: Vec::new(),
             work: Work::new(),
         }
     }
 
-    fn walk(&mut self, value: &Value, pointer: &mut String, key: Option<&str>) {
+    fn walk(&mut self, value: &'s Value, pointer: &mut String, key: Option<&str>) {
         match value {
             Value::String(s) => {
                 let view = self.string(s, pointer);
@@ -500,9 +509,11 @@ impl<'s> Doc<'s> {
             }
         }
         if !self.deferred {
-            // Deferred scans profile and decode the joined view in `finish` instead.
-            self.raw_secrets(s, pointer);
-            let profile = normalize::profile(s);
+            // Deferred scans profile and decode the joined view in `finish` instead. The
+            // profile is taken in the same pass as the secrets.
+            let mut surveyor = Surveyor::default();
+            self.raw_secrets_surveyed(s, pointer, Some(&mut surveyor));
+            let profile = surveyor.finish(s.as_bytes());
             self.leet |= profile.leet;
             self.decoded(s, &profile, pointer);
         }
@@ -529,8 +540,14 @@ impl<'s> Doc<'s> {
     }
 
     /// Adds a string to the joined view: itself, or the view [`Doc::string`] made of it.
-    fn join(&mut self, s: &str, view: Option<String>, pointer: &str) {
+    fn join(&mut self, s: &'s str, view: Option<String>, pointer: &str) {
         self.phrases += usize::from(s.trim().contains(char::is_whitespace));
+        if !self.deferred {
+            if let Some(v) = view {
+                self.views.keep(s, v);
+            }
+            return;
+        }
         match view {
             Some(v) => {
                 if self.deferred {
@@ -576,12 +593,19 @@ impl<'s> Doc<'s> {
     }
 
     fn raw_secrets(&mut self, s: &str, pointer: &str) {
+        self.raw_secrets_surveyed(s, pointer, None);
+    }
+
+    /// [`Doc::raw_secrets`], feeding every byte of `s` to `surveyor` on the way.
+    fn raw_secrets_surveyed(&mut self, s: &str, pointer: &str, surveyor: Option<&mut Surveyor>) {
         let target = self.target.bit();
         let mut found = Vec::new();
-        let complete = self.scanner.secrets.run(s, target, true, &mut self.work, &mut |rule, m| {
-            found.push((rule.id.clone(), m));
-            true
-        });
+        let secrets = &self.scanner.secrets;
+        let complete =
+            secrets.run_surveyed(s, target, true, surveyor, &mut self.work, &mut |rule, m| {
+                found.push((rule.id.clone(), m));
+                true
+            });
         self.overloaded(complete, pointer);
         for (id, m) in found {
             let excerpt = mask(&s[m.clone()]);
@@ -749,6 +773,47 @@ impl<'s> Doc<'s> {
     }
 }
 
+/// What [`embedded_json`] made of strings, so that a caller who meets the same string again
+/// need not parse it twice. Only long strings are kept, looked up by their length and ends;
+/// a few strings at most share a key, so a lookup compares at most a few strings in full.
+#[derive(Default)]
+struct Views<'s> {
+    kept: std::collections::HashMap<ViewKey, Vec<(&'s str, String)>>,
+}
+
+type ViewKey = (usize, [u8; 16], [u8; 16]);
+
+/// Strings shorter than this are cheap to parse again.
+const MIN_KEPT_VIEW: usize = 1 << 10;
+/// Strings kept under one key; more are parsed again.
+const MAX_VIEWS_PER_KEY: usize = 4;
+
+impl<'s> Views<'s> {
+    fn key(s: &str) -> Option<ViewKey> {
+        let b = s.as_bytes();
+        if b.len() < MIN_KEPT_VIEW {
+            return None;
+        }
+        let head = b[..16].try_into().ok()?;
+        let tail = b[b.len() - 16..].try_into().ok()?;
+        Some((b.len(), head, tail))
+    }
+
+    fn keep(&mut self, s: &'s str, view: String) {
+        if let Some(key) = Views::key(s) {
+            let bucket = self.kept.entry(key).or_default();
+            if bucket.len() < MAX_VIEWS_PER_KEY && !bucket.iter().any(|(t, _)| *t == s) {
+                bucket.push((s, view));
+            }
+        }
+    }
+
+    fn get(&self, s: &str) -> Option<&str> {
+        let bucket = self.kept.get(&Views::key(s)?)?;
+        bucket.iter().find(|(t, _)| *t == s).map(|(_, view)| view.as_str())
+    }
+}
+
 /// `serde_json` keeps object members sorted by key, which is not the order they were sent in.
 /// A phrase split across members is seen in the sorted order or, often, in the reverse one
 /// (`{"text": "Ignore all", "sections": ["previous instructions"]}`), so both are scanned
@@ -843,17 +908,25 @@ fn json_values(text: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] != b'"' {
-            i += 1;
-            continue;
+        match memchr::memchr(b'"', &bytes[i..]) {
+            Some(p) => i += p,
+            None => break,
         }
         let start = i;
         i += 1;
-        while i < bytes.len() && bytes[i] != b'"' {
-            i += if bytes[i] == b'\\' { 2 } else { 1 };
-        }
-        if i >= bytes.len() {
-            return None;
+        let mut escaped = false;
+        loop {
+            match bytes.get(i..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+                None => return None,
+                Some(p) if bytes[i + p] == b'"' => {
+                    i += p;
+                    break;
+                }
+                Some(p) => {
+                    escaped = true;
+                    i += p + 2;
+                }
+            }
         }
         let literal = &text[start..=i];
         i += 1;
@@ -866,7 +939,13 @@ fn json_values(text: &str) -> Option<Vec<String>> {
             Some(b',' | b']' | b'}') | None => {}
             Some(_) => return None,
         }
-        out.push(serde_json::from_str::<String>(literal).ok()?);
+        // Without escapes or control characters the literal decodes to its inside as it is.
+        let inside = &literal[1..literal.len() - 1];
+        if !escaped && !inside.bytes().any(|b| b < 0x20) {
+            out.push(inside.to_owned());
+        } else {
+            out.push(serde_json::from_str::<String>(literal).ok()?);
+        }
     }
     Some(out)
 }
@@ -1468,32 +1547,111 @@ impl Automaton {
         Automaton { classes, stride, table, outputs, lens, collapse }
     }
 
-    /// Calls `f(anchor, start, end)` for every occurrence of every anchor. With `collapse`, a
-    /// run of whitespace counts as one space, as in folded text, and `start` is found through
-    /// a ring of the last [`MAX_ANCHOR`] counted positions. Each step waits for the table load
-    /// of the step before; a `surveyor` fed in the same loop fills that wait.
+    /// Calls `f(anchor, start, end)` for every occurrence of every anchor, in no particular
+    /// order. With `collapse`, a run of whitespace counts as one space, as in folded text, and
+    /// `start` is found through a ring of the last [`MAX_ANCHOR`] counted positions.
+    ///
+    /// Each step waits for the table load of the step before, so a long haystack is walked as
+    /// two halves in step with each other, whose loads overlap; a `surveyor` fed in the same
+    /// loop fills the wait too. The walker of the second half starts a little before it (see
+    /// [`Automaton::resume_point`]) and reports only what ends inside it.
     fn find(
         &self,
         haystack: &[u8],
         surveyor: Option<&mut Surveyor>,
-        mut f: impl FnMut(usize, usize, usize),
+        f: impl FnMut(usize, usize, usize),
     ) {
-        let mut walker = Walker::default();
         match surveyor {
-            Some(surveyor) => {
-                for i in 0..haystack.len() {
-                    surveyor.feed(haystack, i);
-                    walker.step(self, haystack, i, &mut f);
-                }
-            }
-            None => {
-                for i in 0..haystack.len() {
-                    walker.step(self, haystack, i, &mut f);
-                }
-            }
+            Some(surveyor) => self.find_feeding(haystack, surveyor, f),
+            None => self.find_feeding(haystack, &mut NoSurvey, f),
         }
     }
+
+    #[inline(always)]
+    fn find_feeding(
+        &self,
+        haystack: &[u8],
+        surveyor: &mut impl Feed,
+        mut f: impl FnMut(usize, usize, usize),
+    ) {
+        let n = haystack.len();
+        let mut first = Walker::default();
+        if n >= MIN_SPLIT {
+            let mid = n - n / 2;
+            let start = self.resume_point(haystack, mid);
+            if mid - start <= MAX_RESUME {
+                let mut second = Walker::default();
+                for i in start..mid {
+                    second.step(self, haystack, i, &mut |_, _, _| {});
+                }
+                // `n - mid <= mid`, so the surveyor, fed two bytes a step, stays in order.
+                for k in 0..n - mid {
+                    surveyor.feed_byte(haystack, 2 * k);
+                    surveyor.feed_byte(haystack, 2 * k + 1);
+                    first.step(self, haystack, k, &mut f);
+                    second.step(self, haystack, mid + k, &mut f);
+                }
+                for i in n - mid..mid {
+                    first.step(self, haystack, i, &mut f);
+                }
+                for i in 2 * (n - mid)..n {
+                    surveyor.feed_byte(haystack, i);
+                }
+                return;
+            }
+        }
+        for i in 0..n {
+            surveyor.feed_byte(haystack, i);
+            first.step(self, haystack, i, &mut f);
+        }
+    }
+
+    /// Where a walker may start so that from `mid` on it is in the state of a walker that
+    /// started at 0: the state depends only on the last [`MAX_ANCHOR`] bytes counted, so the
+    /// walker needs that many before `mid`; and it starts after a byte that is not whitespace,
+    /// so that it counts a whitespace run as the full walk does.
+    fn resume_point(&self, haystack: &[u8], mid: usize) -> usize {
+        let mut counted = 0;
+        let mut i = mid;
+        while i > 0 {
+            if counted >= MAX_ANCHOR && !haystack[i - 1].is_ascii_whitespace() {
+                break;
+            }
+            i -= 1;
+            let space = haystack[i].is_ascii_whitespace();
+            // A whitespace byte after another is not counted when whitespace collapses.
+            let repeat = self.collapse && space && i > 0 && haystack[i - 1].is_ascii_whitespace();
+            counted += usize::from(!repeat);
+        }
+        i
+    }
 }
+
+/// What [`Automaton::find`] feeds each byte to; a trait rather than a closure so that the
+/// feeding is inlined into the walk.
+trait Feed {
+    fn feed_byte(&mut self, bytes: &[u8], i: usize);
+}
+
+impl Feed for Surveyor {
+    #[inline(always)]
+    fn feed_byte(&mut self, bytes: &[u8], i: usize) {
+        self.feed(bytes, i);
+    }
+}
+
+struct NoSurvey;
+
+impl Feed for NoSurvey {
+    #[inline(always)]
+    fn feed_byte(&mut self, _: &[u8], _: usize) {}
+}
+
+/// Haystacks shorter than this are walked in one piece.
+const MIN_SPLIT: usize = 1 << 10;
+/// A second walker that would have to start further back than this before the middle (a long
+/// whitespace run there) is not worth it: the haystack is walked in one piece.
+const MAX_RESUME: usize = 256;
 
 /// One walk of an [`Automaton`] over a haystack.
 struct Walker {
@@ -5805,6 +5963,51 @@ mod tests {
             .filter(|id| !covered(id))
             .collect();
         assert_eq!(missing, Vec::<&str>::new());
+    }
+
+    #[test]
+    fn automaton_split_walk_finds_what_one_walk_finds() {
+        // Long haystacks are walked as two halves; what they report must be exactly what one
+        // walk from the start reports, whitespace runs and anchors across the middle included.
+        let patterns: [&[u8]; 5] =
+            [b"ignore", b"you are now", b"a a", b"  ", b"zzzzzzzzzzzzzzzzzz"];
+        let mut seed = 7u64;
+        for round in 0..400 {
+            let len: usize = 32 + round * 7;
+            // Every third text is mostly whitespace, with runs longer than an anchor.
+            let alphabet: &[u8] =
+                if round % 3 == 0 { b"    \n\t\r a" } else { b"a \n\tzIgnore you are now\x0b" };
+            let mut text: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    alphabet[(seed >> 33) as usize % alphabet.len()]
+                })
+                .collect();
+            // An anchor across the middle, where the second walker takes over.
+            let phrase = b"you  are\n\t now";
+            let at = (len - len / 2).saturating_sub(round % (phrase.len() + 1));
+            text[at..at + phrase.len()].copy_from_slice(phrase);
+            for (fold, collapse) in [(false, false), (true, false), (true, true)] {
+                let a = Automaton::new(&patterns, fold, collapse);
+                let mut split = Vec::new();
+                a.find(&text, None, |p, start, end| split.push((p, start, end)));
+                let mut surveyor = Surveyor::default();
+                let mut fed = Vec::new();
+                a.find(&text, Some(&mut surveyor), |p, start, end| fed.push((p, start, end)));
+                let mut one = Vec::new();
+                let mut walker = Walker::default();
+                for i in 0..text.len() {
+                    walker.step(&a, &text, i, &mut |p, start, end| one.push((p, start, end)));
+                }
+                split.sort_unstable();
+                fed.sort_unstable();
+                one.sort_unstable();
+                assert_eq!(split, one);
+                assert_eq!(fed, one);
+                let text = std::str::from_utf8(&text).unwrap();
+                assert_eq!(surveyor.finish(text.as_bytes()), normalize::profile(text));
+            }
+        }
     }
 
     #[test]
