@@ -289,6 +289,20 @@ impl Scanner {
 
     /// `text` with every secret replaced by `[REDACTED:<rule id>]`, or `None` if it has none.
     pub fn redact(&self, text: &str) -> Option<String> {
+        // A redaction ends the text around it, and that can complete a secret that was not one
+        // before (a token glued to a key block becomes a token followed by `[`): redact again
+        // until nothing is found. Each round only shortens secrets into markers, so it ends.
+        let mut out = self.redact_once(text)?;
+        for _ in 0..MAX_REDACT_ROUNDS {
+            match self.redact_once(&out) {
+                Some(again) => out = again,
+                None => break,
+            }
+        }
+        Some(out)
+    }
+
+    fn redact_once(&self, text: &str) -> Option<String> {
         let mut spans: Vec<(Range<usize>, &str)> = Vec::new();
         let mut work = Work::new();
         work.grant(text.len());
@@ -303,7 +317,10 @@ impl Scanner {
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
         for (range, id) in spans {
+            // Overlapping secrets are redacted as one: the part of this one past the last
+            // redaction is covered too, or it would be left in the clear.
             if range.start < at {
+                at = at.max(range.end);
                 continue;
             }
             out.push_str(&text[at..range.start]);
@@ -325,6 +342,9 @@ impl Scanner {
         findings
     }
 }
+
+/// How many more times [`Scanner::redact`] looks at its own output for secrets it completed.
+const MAX_REDACT_ROUNDS: usize = 4;
 
 /// The value under a credential key, as it replaces the whole string.
 const KEYWORD_VALUE_REDACTED: &str = "[REDACTED:secret-keyword-value]";
