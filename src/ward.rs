@@ -228,10 +228,18 @@ fn decide(
         .find(|finding| ward.action(finding, target) == Action::Block)
         .or_else(|| findings.iter().find(|finding| ward.refuses(finding, target)));
     if let Some(finding) = refusal {
-        return Err(block(finding, what));
+        // A secret found without a place in the text may be one of those that have one, seen
+        // again through a decoded view; redacting those shows whether it is.
+        let redactable = ward.action(finding, target) == Action::Redact
+            && findings.iter().any(|f| f.category == Category::Secret && f.span.is_some());
+        if !redactable {
+            return Err(block(finding, what));
+        }
     }
     if ward.redacts(findings, target) {
-        redact_message(ward, ctx)?;
+        if let Some(left) = redact_message(ward, ctx, target)? {
+            return Err(block(&left, what));
+        }
     }
     ctx.rule =
         Some(findings.iter().map(|finding| finding.rule.as_str()).collect::<Vec<_>>().join(","));
@@ -268,9 +276,10 @@ fn block(finding: &Finding, what: &str) -> Deny {
     Deny { code: WARD_BLOCKED, reason, rule: Some(finding.rule.clone()), data: Some(data) }
 }
 
-/// Replaces secrets in the part of the message that was scanned.
-fn redact_message(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
-    let target = match ctx.msg.kind {
+/// Replaces secrets in the part of the message that was scanned. Returns a secret that is still
+/// there afterwards, found only after decoding, which redaction could not remove.
+fn redact_message(ward: &Ward, ctx: &mut Ctx<'_>, target: Target) -> Result<Option<Finding>, Deny> {
+    let scanned = match ctx.msg.kind {
         Kind::Response if ctx.msg.error.is_some() => ctx.error_mut()?,
         Kind::Response => ctx.result_mut()?,
         _ => match ctx.params_mut()? {
@@ -281,12 +290,24 @@ fn redact_message(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
             other => other,
         },
     };
-    if let Some(value) = target {
-        if !ward.scanner.redact_json(value).is_empty() {
-            ctx.changed = true;
-        }
-    }
-    Ok(())
+    let Some(value) = scanned else { return Ok(None) };
+    let (changed, left) = redact_value(ward, value, target);
+    ctx.changed |= changed;
+    Ok(left)
+}
+
+/// Redacts the secrets of `value` in place. Returns whether it changed, and the first secret to
+/// redact that is still found without a place in the text: one that a decoded view (base64,
+/// hex…) shows and the raw text does not, as opposed to a redacted one seen again through a
+/// decoded view of its neighbours (`&amp;` around a token makes an HTML-decoded view).
+fn redact_value(ward: &Ward, value: &mut Value, target: Target) -> (bool, Option<Finding>) {
+    let changed = !ward.scanner.redact_json(value).is_empty();
+    let left = ward.scanner.scan_json(value, target).into_iter().find(|finding| {
+        finding.category == Category::Secret
+            && finding.span.is_none()
+            && ward.refuses(finding, target)
+    });
+    (changed, left)
 }
 
 /// Removes poisoned and drifted tools from a `tools/list` result.
@@ -586,5 +607,73 @@ fn report(out: &mut Vec<String>, line: usize, place: &str, findings: &[Finding])
             finding.via,
             finding.excerpt
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A GitHub token of the real shape, drawn at random for these tests.
+    const TOKEN: &str = "ghp_R7mK2pQ9xL4vN8sT1wY6zA3bC5dE0fG2hJ4k";
+
+    fn ward() -> Ward {
+        Ward::defaults(Scanner::builtin())
+    }
+
+    fn rules(text: &str, target: Target) -> Vec<String> {
+        let scanner = Scanner::builtin();
+        scanner.scan_text(text, target).into_iter().map(|finding| finding.rule).collect()
+    }
+
+    #[track_caller]
+    fn check_redacted(result: Value, expected: Value) {
+        let mut value = result;
+        let (changed, left) = redact_value(&ward(), &mut value, Target::Response);
+        assert!(changed, "nothing was redacted in {value}");
+        assert!(left.is_none(), "{left:?} was left in {value}");
+        assert_eq!(value, expected);
+    }
+
+    #[track_caller]
+    fn check_unredactable(result: Value, rule: &str) {
+        let mut value = result;
+        let (_, left) = redact_value(&ward(), &mut value, Target::Response);
+        let left = left.unwrap_or_else(|| panic!("nothing left to refuse in {value}"));
+        assert_eq!(left.rule, rule);
+    }
+
+    #[test]
+    fn a_secret_seen_again_through_html_entities_is_redacted() {
+        let text = format!("Tom &amp; Jerry &amp; Spike &amp; Tyke {TOKEN}");
+        let findings = ward().scanner.scan_text(&text, Target::Response);
+        assert!(findings.iter().any(|f| f.span.is_none() && f.via == "html"), "{findings:?}");
+        check_redacted(
+            json!({ "content": [{ "type": "text", "text": text }] }),
+            json!({ "content": [{ "type": "text", "text": "Tom &amp; Jerry &amp; Spike &amp; Tyke [REDACTED:secret-github-token]" }] }),
+        );
+    }
+
+    #[test]
+    fn a_secret_only_decoding_shows_is_left_to_refuse() {
+        // `ghp_…` written as entities: the raw text holds no token to replace.
+        let entities: String = TOKEN.chars().map(|c| format!("&#{};", c as u32)).collect();
+        check_unredactable(json!({ "text": format!("token: {entities}") }), "secret-github-token");
+        // Beside a raw secret that is redacted, another one only decoding shows stays.
+        check_unredactable(
+            json!({ "text": format!("AKIA7KS5XPGSAWJJFSBF and {entities}") }),
+            "secret-github-token",
+        );
+    }
+
+    #[test]
+    fn distinctive_token_prefixes_match_glued_to_a_word() {
+        assert_eq!(rules(&format!("word{TOKEN}"), Target::Response), ["secret-github-token"]);
+        assert_eq!(rules("keyAKIA7KS5XPGSAWJJFSBF", Target::Response), ["secret-aws-access-key"]);
+        let redacted = ward().scanner.redact(&format!("tokenis{TOKEN}"));
+        assert_eq!(redacted.as_deref(), Some("tokenis[REDACTED:secret-github-token]"));
+        // Upper-case words that end in a prefix which ordinary words contain stay words.
+        assert!(rules("EURASIAGROUPHOLDINGSLTD", Target::Response).is_empty());
     }
 }
