@@ -7,8 +7,9 @@
 //! HTML-entity / `\uXXXX` encodings of any of those. This module undoes those techniques:
 //!
 //! - [`fold`] is the basic form every phrase rule runs on: ANSI escapes removed (the text they
-//!   hide is kept), Unicode tags decoded to the ASCII they carry, invisible characters removed,
-//!   fullwidth and compatibility forms folded by table, confusable Cyrillic / Greek / Armenian
+//!   hide is kept), Unicode tags decoded to the ASCII they carry, invisible characters removed
+//!   (U+FFFD too: what a lone surrogate becomes), blank "filler" letters (Hangul fillers, the
+//!   braille blank) read as spaces, fullwidth and compatibility forms folded by table, confusable Cyrillic / Greek / Armenian
 //!   letters mapped to Latin inside words that are Latin or wholly made of look-alikes, case
 //!   folded (`İ` is `i`), combining marks on letters that end up ASCII dropped, and every run of
 //!   whitespace collapsed to one `' '` (or one `'\n'` when the run held a line break, NEL
@@ -349,6 +350,10 @@ pub fn fold(text: &str) -> String {
         }
         if cp == 0x9b {
             i = ansi_csi(bytes, i).0;
+            continue;
+        }
+        if is_filler(c) {
+            ws = ws.max(1);
             continue;
         }
         if is_invisible(c) || is_c1_control(c) || (0xE0000..=0xE007F).contains(&cp) {
@@ -872,14 +877,23 @@ fn is_zero_width(c: char) -> bool {
 }
 
 /// Characters that render as nothing: zero-width, bidi controls, soft hyphen, invisible
-/// operators, variation selectors, Hangul fillers, the combining grapheme joiner.
+/// operators, variation selectors, Hangul fillers, the braille blank, the combining grapheme
+/// joiner, and U+FFFD: a lone surrogate escape (`Ign\ud800ore`) decodes to it, and the model
+/// reads the word around it as one.
 fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
         | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
         | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
-        | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}' | '\u{1D173}'..='\u{1D17A}'
-        | '\u{E0100}'..='\u{E01EF}')
+        | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}' | '\u{FFFD}' | '\u{2800}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0100}'..='\u{E01EF}')
+}
+
+/// Invisible characters that are letters and render as a blank the width of one: Hangul
+/// fillers and the braille blank. Between words they stand for a space (`ignore\u{3164}all`),
+/// so [`fold`] reads them as one; [`unhide`] removes them like any invisible character.
+fn is_filler(c: char) -> bool {
+    matches!(c, '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}')
 }
 
 /// Compatibility folding by table: what NFKC would do for the characters that spell Latin
@@ -1806,6 +1820,20 @@ mod tests {
         check_fold("in\u{200b}s\u{2060}tr\u{feff}uc\u{200c}ti\u{200d}ons", "instructions");
         check_fold("ig\u{ad}nore \u{202e}this\u{202c}", "ignore this");
         check_fold("e\u{fe0f}x\u{e0101}it", "exit");
+        // U+FFFD, what a lone surrogate escape becomes, splits no word either.
+        check_fold("Ign\u{fffd}ore all", "ignore all");
+    }
+
+    #[test]
+    fn fold_reads_filler_letters_as_spaces() {
+        for filler in ['\u{3164}', '\u{115f}', '\u{1160}', '\u{ffa0}', '\u{2800}'] {
+            check_fold(
+                &format!("ignore{filler}all{filler}{filler}previous"),
+                "ignore all previous",
+            );
+            check_fold(&format!("{filler}ignore {filler}\nall{filler}"), "ignore\nall");
+            assert_eq!(unhide(&format!("AK{filler}IA")).as_deref(), Some("AKIA"));
+        }
     }
 
     #[test]
