@@ -384,18 +384,8 @@ fn screen_list(ward: &Ward, ctx: &mut Ctx<'_>, key: &str) -> Result<(), Deny> {
             .find_map(|field| entry.get(field).and_then(Value::as_str))
             .unwrap_or("(no name)")
             .to_owned();
-        let mut refusal = findings
-            .iter()
-            .find(|finding| ward.action(finding, target) == Action::Block)
-            .or_else(|| findings.iter().find(|finding| ward.refuses(finding, target)))
-            .cloned();
-        if refusal.as_ref().is_none_or(|finding| ward.action(finding, target) == Action::Redact)
-            && ward.redacts(&findings, target)
-        {
-            let (changed, left) = redact_value(ward, entry, target);
-            redacted |= changed;
-            refusal = left;
-        }
+        let (changed, refusal) = screen_entry(ward, entry, &findings);
+        redacted |= changed;
         let Some(finding) = refusal else { return true };
         warn!(
             "ward: {key} entry `{label}` was removed: its definition contains {} (rule {}): \"{}\"",
@@ -417,6 +407,24 @@ fn screen_list(ward: &Ward, ctx: &mut Ctx<'_>, key: &str) -> Result<(), Deny> {
         ctx.rule.get_or_insert_with(|| format!("ward redacted {key}"));
     }
     Ok(())
+}
+
+/// Applies `findings` to a definition (a tool, a list entry): returns whether its secrets were
+/// redacted, and the finding that removes it, if any. A secret found without a place in the
+/// text removes it only if it is still there once the others are redacted (see `decide`).
+fn screen_entry(ward: &Ward, entry: &mut Value, findings: &[Finding]) -> (bool, Option<Finding>) {
+    let target = Target::ToolDefinition;
+    let refusal = findings
+        .iter()
+        .find(|finding| ward.action(finding, target) == Action::Block)
+        .or_else(|| findings.iter().find(|finding| ward.refuses(finding, target)));
+    match refusal {
+        Some(finding) if ward.action(finding, target) == Action::Block => {
+            (false, Some(finding.clone()))
+        }
+        _ if ward.redacts(findings, target) => redact_value(ward, entry, target),
+        refusal => (false, refusal.cloned()),
+    }
 }
 
 /// What of a list entry reaches the model as words: all of it but its addresses.
@@ -445,8 +453,10 @@ fn screen_tools(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny>
     for tool in tools.iter_mut() {
         let name = tool.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
         let findings = ward.scanner.scan_json(tool, Target::ToolDefinition);
-        let blocking =
-            findings.iter().find(|finding| ward.refuses(finding, Target::ToolDefinition));
+        // With `secret = "redact"` a definition keeps its place with its secrets replaced, as a
+        // result would.
+        let (changed, blocking) = screen_entry(ward, tool, &findings);
+        redacted |= changed;
         match blocking {
             Some(finding) if !poisoned.contains_key(&name) => {
                 let why = format!(
@@ -470,11 +480,6 @@ fn screen_tools(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny>
                         finding.rule,
                         finding.category.name()
                     );
-                }
-                // With `secret = "redact"` a definition keeps its place with its secrets
-                // replaced, as a result would.
-                if ward.redacts(&findings, Target::ToolDefinition) {
-                    redacted |= !ward.scanner.redact_json(tool).is_empty();
                 }
             }
         }
@@ -849,6 +854,26 @@ mod tests {
             "{report:?}"
         );
         assert!(report.iter().any(|line| line.starts_with("2: ")), "{report:?}");
+    }
+
+    #[test]
+    fn definitions_with_secret_redact_keep_a_secret_seen_again_through_entities() {
+        let mut ward = ward();
+        ward.actions.insert(Category::Secret, Action::Redact);
+        let description = format!("Tom &amp; Jerry &amp; Spike &amp; Tyke {TOKEN}");
+        let mut tool = json!({ "name": "cartoon", "description": description });
+        let findings = ward.scanner.scan_json(&tool, Target::ToolDefinition);
+        let (changed, refusal) = screen_entry(&ward, &mut tool, &findings);
+        assert!(changed && refusal.is_none(), "{refusal:?}");
+        assert_eq!(
+            tool["description"],
+            "Tom &amp; Jerry &amp; Spike &amp; Tyke [REDACTED:secret-github-token]"
+        );
+        let entities: String = TOKEN.chars().map(|c| format!("&#{};", c as u32)).collect();
+        let mut tool = json!({ "name": "cartoon", "description": entities });
+        let findings = ward.scanner.scan_json(&tool, Target::ToolDefinition);
+        let (_, refusal) = screen_entry(&ward, &mut tool, &findings);
+        assert_eq!(refusal.map(|finding| finding.rule).as_deref(), Some("secret-github-token"));
     }
 
     #[test]
