@@ -4760,13 +4760,13 @@ const W: (usize, usize) = (0, 320);
 const ANY_GROUP: usize = usize::MAX;
 
 const SECRETS: &[SecretDef] = &[
-    // The distinctive prefixes (`AKIA`, `ghp_`, `github_pat_`, `xoxb-`, `sk-ant-`) need no word
-    // boundary before them: a token glued to a word (`tokenghp_…`) is still the token. Prefixes
-    // that ordinary upper-case words contain (`ASIA`, `ACCA`) keep theirs.
+    // Token rules start at a word boundary, as they end at one: a match that could start inside
+    // a word (`wordghp_…`) but must end at a boundary appears only once the word after it is
+    // redacted (`ghp_…ghp_…` glued), so redaction would not be idempotent.
     SecretDef {
         id: "secret-aws-access-key",
         anchors: &["AKIA", "ASIA", "ABIA", "ACCA", "A3T"],
-        pattern: Pattern::Regex(r"(?:\b(?:A3T[A-Z0-9]|ASIA|ABIA|ACCA)|AKIA)[A-Z2-7]{16}\b"),
+        pattern: Pattern::Regex(r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b"),
         group: 0,
         check: Some(not_placeholder),
         window: W,
@@ -4790,7 +4790,7 @@ const SECRETS: &[SecretDef] = &[
     SecretDef {
         id: "secret-github-token",
         anchors: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
-        pattern: Pattern::Regex(r"gh[pousr]_[A-Za-z0-9]{36,255}\b"),
+        pattern: Pattern::Regex(r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b"),
         group: 0,
         check: Some(not_placeholder),
         window: W,
@@ -4798,7 +4798,7 @@ const SECRETS: &[SecretDef] = &[
     SecretDef {
         id: "secret-github-fine-grained",
         anchors: &["github_pat_"],
-        pattern: Pattern::Regex(r"github_pat_[A-Za-z0-9_]{60,255}\b"),
+        pattern: Pattern::Regex(r"\bgithub_pat_[A-Za-z0-9_]{60,255}\b"),
         group: 0,
         check: Some(not_placeholder),
         window: W,
@@ -4820,7 +4820,7 @@ const SECRETS: &[SecretDef] = &[
         id: "secret-slack-token",
         anchors: &["xoxb-", "xoxa-", "xoxp-", "xoxo-", "xoxs-", "xoxr-", "xoxe", "xapp-"],
         pattern: Pattern::Regex(
-            r"xox[abposre](?:\.[a-z]+)?-[A-Za-z0-9-]{10,}\b|\bxapp-\d-[A-Z0-9]+-\d+-[a-z0-9]{20,}\b",
+            r"\bxox[abposre](?:\.[a-z]+)?-[A-Za-z0-9-]{10,}\b|\bxapp-\d-[A-Z0-9]+-\d+-[a-z0-9]{20,}\b",
         ),
         group: 0,
         check: Some(not_placeholder),
@@ -4849,7 +4849,7 @@ const SECRETS: &[SecretDef] = &[
     SecretDef {
         id: "secret-anthropic-key",
         anchors: &["sk-ant-"],
-        pattern: Pattern::Regex(r"sk-ant-(?:api|admin|sid)\d{2}-[A-Za-z0-9_-]{80,120}"),
+        pattern: Pattern::Regex(r"\bsk-ant-(?:api|admin|sid)\d{2}-[A-Za-z0-9_-]{80,120}"),
         group: 0,
         check: Some(not_placeholder),
         window: W,

@@ -877,12 +877,15 @@ mod tests {
     }
 
     #[test]
-    fn distinctive_token_prefixes_match_glued_to_a_word() {
-        assert_eq!(rules(&format!("word{TOKEN}"), Target::Response), ["secret-github-token"]);
-        assert_eq!(rules("keyAKIA7KS5XPGSAWJJFSBF", Target::Response), ["secret-aws-access-key"]);
-        let redacted = ward().scanner.redact(&format!("tokenis{TOKEN}"));
-        assert_eq!(redacted.as_deref(), Some("tokenis[REDACTED:secret-github-token]"));
-        // Upper-case words that end in a prefix which ordinary words contain stay words.
-        assert!(rules("EURASIAGROUPHOLDINGSLTD", Target::Response).is_empty());
+    fn token_rules_start_at_a_word_boundary() {
+        // A token glued to a word is not matched: the rule could then match the first of two
+        // glued tokens only once the second is redacted, and redaction would not be idempotent.
+        assert!(rules(&format!("word{TOKEN}"), Target::Response).is_empty());
+        let glued = format!("{TOKEN}{TOKEN} x");
+        let scanner = &ward().scanner;
+        if let Some(once) = scanner.redact(&glued) {
+            assert_eq!(scanner.redact(&once), None, "{once}");
+        }
+        assert_eq!(rules("EURASIAGROUPHOLDINGSLTD", Target::Response), Vec::<String>::new());
     }
 }

@@ -397,16 +397,13 @@ fn secret_in_a_result_is_redacted() {
 }
 
 /// A token in a result with HTML entities around it is seen twice, in the raw text and in the
-/// HTML-decoded view; it is redacted once and the result passes. A token glued to a word is
-/// found too.
+/// HTML-decoded view; it is redacted once and the result passes.
 #[test]
 fn secret_beside_html_entities_in_a_result_is_redacted() {
     let dir = TempDir::new("ward_result_secret_entities");
     let token = "ghp_R7mK2pQ9xL4vN8sT1wY6zA3bC5dE0fG2hJ4k";
     let text = format!("Tom &amp; Jerry &amp; Spike &amp; Tyke {token}");
-    let glued = format!("word{token}");
-    let result =
-        json!({ "content": [{ "type": "text", "text": text }, { "type": "text", "text": glued }] });
+    let result = json!({ "content": [{ "type": "text", "text": text }] });
     let results = dir.write("results.json", &json!({ "cartoon": result }).to_string());
     let mut proxy = start(&dir, "[ward]\n", &[], &["--results-file", results.to_str().unwrap()]);
     proxy.send_line(&call("5", "cartoon", "{}"));
@@ -414,7 +411,6 @@ fn secret_beside_html_entities_in_a_result_is_redacted() {
     let mut expected = json!({ "jsonrpc": "2.0", "id": 5, "result": result });
     expected["result"]["content"][0]["text"] =
         json!("Tom &amp; Jerry &amp; Spike &amp; Tyke [REDACTED:secret-github-token]");
-    expected["result"]["content"][1]["text"] = json!("word[REDACTED:secret-github-token]");
     assert_eq!(json(&line), expected);
     finish(proxy, &dir);
 }
