@@ -448,7 +448,8 @@ pub fn json_lone_surrogates(raw: &str) -> Option<String> {
     let mut i = 0;
     while let Some(p) = memchr::memchr(b'\\', &bytes[i..]) {
         let at = i + p;
-        i = at + 2;
+        // The escaped character (a trailing backslash has none).
+        i = (at + 2).min(bytes.len());
         let Some(high) = surrogate(at) else { continue };
         i = at + 6;
         let low = surrogate(at + 6).filter(|v| *v >= 0xDC00);
@@ -2027,6 +2028,8 @@ mod tests {
         assert_eq!(json_lone_surrogates(r#"{"t":"\ud83d\ude00 \\ud800 \u0041"}"#), None);
         assert_eq!(json_lone_surrogates(r#""\ud8"#), None);
         assert_eq!(json_lone_surrogates(r#""\ud800"#).as_deref(), Some(r#""\ufffd"#));
+        assert_eq!(json_lone_surrogates("\\"), None);
+        assert_eq!(json_lone_surrogates("x\\"), None);
     }
 
     #[test]
