@@ -176,6 +176,8 @@ pub fn ledger(data: &[u8]) {
 ///   than the text has, reports concealed ANSI text only along with ANSI, and finds nothing in
 ///   ASCII text without an escape character.
 /// - [`normalize::entropy`] lies between 0 and 8 bits per byte.
+/// - [`normalize::json_lone_surrogates`] keeps the text's length and leaves no lone surrogate
+///   escape for a second pass.
 pub fn normalize(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     check_normalize(&text);
@@ -1484,6 +1486,10 @@ fn check_normalize(text: &str) {
         assert_eq!(folded, fold_plain(text), "fold of plain text");
     }
     assert_eq!(normalize::decode_with(text, &profile), decoded, "decode_with");
+    if let Some(read) = normalize::json_lone_surrogates(text) {
+        assert_eq!(read.len(), text.len(), "lone surrogates replaced by something longer");
+        assert_eq!(normalize::json_lone_surrogates(&read), None, "a lone surrogate left");
+    }
     if !text.contains(['\u{1b}', '\u{9b}']) {
         // Outside escape sequences every whitespace character only separates words.
         let spaced: String = text

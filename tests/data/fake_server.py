@@ -51,7 +51,10 @@ Flags:
                   a test changes the list by rewriting F (a rug pull)
   --results-file F  F holds {"<tool name>": <result object>, ...}, read again for every call: a
                   tools/call of a tool named in F is answered with its result (other calls are
-                  still echoed)
+                  still echoed); a key with a slash names a method (e.g. "prompts/list")
+                  answered with its result the same way. A result given as a JSON string is
+                  written verbatim as the result's text (for bytes json.dumps cannot write,
+                  such as a lone surrogate escape)
   --instructions TEXT  answer initialize with a minimal InitializeResult whose `instructions`
                   is TEXT (without this flag initialize is echoed)
 """
@@ -163,7 +166,9 @@ def main():
             out(b'{"jsonrpc":"2.0","id":' + dumps(rid).encode() + b',"result":' + body + b"}\n")
         elif method == "tools/call" and opts.results_file is not None and called(opts, params):
             with open(opts.results_file) as f:
-                answer(rid, json.load(f)[params["name"]])
+                canned(rid, json.load(f)[params["name"]])
+        elif "/" in method and opts.results_file is not None and method in results(opts):
+            canned(rid, results(opts)[method])
         elif method == "initialize" and opts.instructions is not None:
             answer(rid, {
                 "protocolVersion": "2025-06-18",
@@ -225,6 +230,19 @@ def flood(n, size):
         note = '{"jsonrpc":"2.0","method":"notifications/message","params":{"seq":%d,"pad":"%s"}}\n'
         sys.stdout.buffer.write((note % (seq, pad)).encode())
     sys.stdout.buffer.flush()
+
+
+def results(opts):
+    with open(opts.results_file) as f:
+        return json.load(f)
+
+
+def canned(rid, result):
+    """Answers with a result from --results-file: a string is the result's raw text."""
+    if isinstance(result, str):
+        out(b'{"jsonrpc":"2.0","id":' + dumps(rid).encode() + b',"result":' + result.encode() + b"}\n")
+    else:
+        answer(rid, result)
 
 
 def called(opts, params):
