@@ -2420,9 +2420,11 @@ fn secret_key_name(key: &str) -> bool {
     })
 }
 
-/// Keys that end like a credential but hold something else: pagination cursors, CSRF tokens
-/// sent to every browser, idempotency keys.
+/// Keys that end like a credential but hold something else: MCP's own progress tokens,
+/// pagination cursors, CSRF tokens sent to every browser, idempotency keys.
 const NOT_SECRET_KEYS: &[&str] = &[
+    "progresstoken",
+    "progress_token",
     "pagetoken",
     "page_token",
     "nexttoken",

@@ -989,6 +989,11 @@ fn notifications_are_scanned() {
     let plain = progress("Step 2 of 3: indexing");
     proxy.send_line(&say(&plain));
     proxy.expect(&plain);
+    // A progress token is the protocol's own, not a credential, however it is spelled.
+    let tokens = json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progressToken": "upload-7f3a9c2e41b8d6", "progress": 2, "total": 3 } })
+        .to_string();
+    proxy.send_line(&say(&tokens));
+    proxy.expect(&tokens);
     finish(proxy, &dir);
 }
 
