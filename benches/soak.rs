@@ -679,14 +679,10 @@ fn client_expectations(idx: u32, item: Item) -> (Option<Expect>, Option<Expect>)
     }
 }
 
-/// The text before and after the credential in a result that carries one.
-///
-/// FIXME: without HTML entities. With three or more (`&amp;` three times) the ward decodes the
-/// text as HTML, finds the credential again there, with no place in the raw text to redact, and
-/// blocks the whole result (-32014) instead of redacting it.
+/// The text before and after the credential in a result that carries one (HTML entities
+/// included: a credential the ward sees again through the decoded text is still redacted).
 fn around_secret(idx: u32, reply_size: u32) -> (String, String) {
-    let plain = |text: &str| text.replace("&amp;", "and");
-    (plain(payload(idx, 2, reply_size / 2)), plain(payload(idx, 5, reply_size / 2)))
+    (payload(idx, 2, reply_size / 2).to_owned(), payload(idx, 5, reply_size / 2).to_owned())
 }
 
 /// Whether `line` is the server's reply to `idx` with the credential, and nothing else, redacted:
