@@ -181,48 +181,18 @@ impl<'a> Ctx<'a> {
 
     /// The params as a tree, for a check that changes them; mark `changed` after editing.
     pub fn params_mut(&mut self) -> Result<Option<&mut Value>, Deny> {
-        if self.params.is_none() {
-            let parsed = match self.msg.params {
-                None => None,
-                Some(raw) => Some(
-                    strict_value(raw.get())
-                        .map_err(|err| Deny::invalid(format!("params: {err}")))?,
-                ),
-            };
-            self.params = Some(parsed);
-        }
-        Ok(self.params.as_mut().and_then(Option::as_mut))
+        tree(&mut self.params, self.msg.params, "params")
     }
 
     /// The result as a tree, for a check that changes it; mark `changed` after editing.
     pub fn result_mut(&mut self) -> Result<Option<&mut Value>, Deny> {
-        if self.result.is_none() {
-            let parsed = match self.msg.result {
-                None => None,
-                Some(raw) => Some(
-                    strict_value(raw.get())
-                        .map_err(|err| Deny::invalid(format!("result: {err}")))?,
-                ),
-            };
-            self.result = Some(parsed);
-        }
-        Ok(self.result.as_mut().and_then(Option::as_mut))
+        tree(&mut self.result, self.msg.result, "result")
     }
 
     /// The error of an error response as a tree, for a check that changes it; mark `changed`
     /// after editing.
     pub fn error_mut(&mut self) -> Result<Option<&mut Value>, Deny> {
-        if self.error.is_none() {
-            let parsed = match self.msg.error {
-                None => None,
-                Some(raw) => Some(
-                    strict_value(raw.get())
-                        .map_err(|err| Deny::invalid(format!("error: {err}")))?,
-                ),
-            };
-            self.error = Some(parsed);
-        }
-        Ok(self.error.as_mut().and_then(Option::as_mut))
+        tree(&mut self.error, self.msg.error, "error")
     }
 
     /// The message as it leaves the gateway when a check changed it. Only the JSON-RPC members
@@ -268,6 +238,23 @@ impl<'a> Ctx<'a> {
         line.push(b'\n');
         line
     }
+}
+
+/// One member of the message as a tree, parsed strictly on first use and kept in `slot`.
+fn tree<'s>(
+    slot: &'s mut Option<Option<Value>>,
+    raw: Option<Raw<'_>>,
+    what: &str,
+) -> Result<Option<&'s mut Value>, Deny> {
+    if slot.is_none() {
+        let parsed = raw
+            .map(|raw| {
+                strict_value(raw.get()).map_err(|err| Deny::invalid(format!("{what}: {err}")))
+            })
+            .transpose()?;
+        *slot = Some(parsed);
+    }
+    Ok(slot.as_mut().and_then(Option::as_mut))
 }
 
 pub fn run(checks: &[Check], gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
