@@ -254,8 +254,15 @@ impl Scanner {
     /// of the text. `serde_json` sorts object keys, so only this sees a phrase split across
     /// fields whose keys sort differently. Falls back to the plain scan when `raw` is not JSON.
     pub fn scan_json_text(&self, raw: &str, target: Target) -> Vec<Finding> {
-        let Ok(value) = serde_json::from_str::<Value>(raw) else {
-            return self.scan_text(raw, target);
+        let value = match serde_json::from_str::<Value>(raw) {
+            Ok(value) => value,
+            // serde_json refuses a lone surrogate escape (`\ud800`), which a client's parser
+            // reads; scanning the raw text instead would see escapes and all (`Ignore\nall` is
+            // one word there), so the text is scanned as a client reads it, each one as U+FFFD.
+            Err(_) => match normalize::json_lone_surrogates(raw) {
+                Some(read) => return self.scan_json_text(&read, target),
+                None => return self.scan_text(raw, target),
+            },
         };
         let mut doc = Doc::new(self, target);
         doc.walk(&value, &mut String::new(), None);
