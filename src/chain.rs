@@ -127,6 +127,35 @@ pub struct ActionParams<'a> {
     pub has_key_field: bool,
 }
 
+impl<'a> ActionParams<'a> {
+    /// Where a top-level member of the params goes: one of the four slots [`ActionParams::store`]
+    /// fills, or none. A gateway key field is noted in `has_key_field` on the way.
+    fn slot_of(&mut self, key: &str) -> Option<usize> {
+        match key {
+            "name" => Some(0),
+            "uri" => Some(1),
+            "arguments" => Some(2),
+            "_meta" => Some(3),
+            "_mcpdome_psk" | "_mcpdome_api_key" => {
+                self.has_key_field = true;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Puts `raw` in `slot`; the error names a member that must be a string and is not.
+    fn store(&mut self, slot: usize, raw: Raw<'a>) -> Result<(), &'static str> {
+        match slot {
+            0 => self.name = Some(string_of(raw.get()).ok_or("\"name\" must be a string")?),
+            1 => self.uri = Some(string_of(raw.get()).ok_or("\"uri\" must be a string")?),
+            2 => self.arguments = Some(raw).filter(|raw| raw.get() != "null"),
+            _ => self.meta = Some(raw),
+        }
+        Ok(())
+    }
+}
+
 impl<'a> Ctx<'a> {
     pub fn new(
         from: Side,
@@ -387,20 +416,9 @@ impl<'de> Visitor<'de> for ActionVisitor {
         let mut out = ActionParams::default();
         let mut seen = [false; 4];
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            let slot = match key.as_ref() {
-                "name" => 0,
-                "uri" => 1,
-                "arguments" => 2,
-                "_meta" => 3,
-                "_mcpdome_psk" | "_mcpdome_api_key" => {
-                    out.has_key_field = true;
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
+            let Some(slot) = out.slot_of(&key) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
             };
             if std::mem::replace(&mut seen[slot], true) {
                 return Err(de::Error::custom(format_args!(
@@ -408,22 +426,7 @@ impl<'de> Visitor<'de> for ActionVisitor {
                 )));
             }
             let raw = Raw::of_raw_value(map.next_value::<&'de RawValue>()?);
-            match slot {
-                0 => {
-                    out.name = Some(
-                        string_of(raw.get())
-                            .ok_or_else(|| de::Error::custom("\"name\" must be a string"))?,
-                    )
-                }
-                1 => {
-                    out.uri = Some(
-                        string_of(raw.get())
-                            .ok_or_else(|| de::Error::custom("\"uri\" must be a string"))?,
-                    )
-                }
-                2 => out.arguments = Some(raw).filter(|raw| raw.get() != "null"),
-                _ => out.meta = Some(raw),
-            }
+            out.store(slot, raw).map_err(de::Error::custom)?;
         }
         Ok(out)
     }
@@ -443,29 +446,9 @@ fn plain_action(params: Raw<'_>) -> Option<ActionParams<'_>> {
             plain = false;
             return false;
         }
-        let slot = match key {
-            "name" => 0,
-            "uri" => 1,
-            "arguments" => 2,
-            "_meta" => 3,
-            "_mcpdome_psk" | "_mcpdome_api_key" => {
-                out.has_key_field = true;
-                return true;
-            }
-            _ => return true,
-        };
-        if std::mem::replace(&mut seen[slot], true) {
+        let Some(slot) = out.slot_of(key) else { return true };
+        if std::mem::replace(&mut seen[slot], true) || out.store(slot, raw).is_err() {
             plain = false;
-            return false;
-        }
-        match slot {
-            0 | 1 => match string_of(raw.get()) {
-                Some(text) if slot == 0 => out.name = Some(text),
-                Some(text) => out.uri = Some(text),
-                None => plain = false,
-            },
-            2 => out.arguments = Some(raw).filter(|raw| raw.get() != "null"),
-            _ => out.meta = Some(raw),
         }
         plain
     })?;
