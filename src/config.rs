@@ -58,6 +58,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// A gateway with no flags, no settings file and no key: what tests and the fuzz targets
+    /// drive, with the line limit they choose and no grace.
+    pub fn transparent(max_message_bytes: usize) -> Config {
+        Config {
+            max_message_bytes,
+            shutdown_grace: Duration::ZERO,
+            request_timeout: None,
+            config_file: None,
+            enable_ward: false,
+            enable_schema_pin: false,
+            enable_rate_limit: false,
+            env_token: None,
+        }
+    }
+
     /// Reads the command line and the settings file (if any). The file's settings are returned
     /// separately because they may be replaced later.
     pub fn load(args: &ProxyArgs) -> Result<(Config, Settings), Error> {
@@ -465,6 +480,15 @@ pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Ve
         });
     }
 
+    /// The keys of `[ward]` that set an action: one per category, and one for secrets in results.
+    const WARD_ACTION_KEYS: [&str; 6] = [
+        "injection",
+        "role_hijack",
+        "exfiltration",
+        "tool_poisoning",
+        "secret",
+        "secret_in_results",
+    ];
     let mut ward = None;
     let ward_table = p.table(&root, "ward");
     if ward_table.is_some() || switches.ward {
@@ -473,14 +497,7 @@ pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Ve
         let mut t = Fields::new(&mut p, ward_table.unwrap_or(&empty), "[ward]", at);
         let enabled = t.bool("enabled").unwrap_or(true) || switches.ward;
         let mut actions = Vec::new();
-        for category in [
-            "injection",
-            "role_hijack",
-            "exfiltration",
-            "tool_poisoning",
-            "secret",
-            "secret_in_results",
-        ] {
+        for category in WARD_ACTION_KEYS {
             if let Some(name) = t.string(category) {
                 match crate::ward::Action::from_name(&name) {
                     Some(action) => actions.push((category, action)),
@@ -492,16 +509,10 @@ pub fn parse(text: &str, base: &Path, switches: Switches) -> Result<Settings, Ve
             }
         }
         let rules = t.ward_rules("rules");
-        t.finish(&[
-            "enabled",
-            "injection",
-            "role_hijack",
-            "exfiltration",
-            "tool_poisoning",
-            "secret",
-            "secret_in_results",
-            "rules",
-        ]);
+        let mut known = vec!["enabled"];
+        known.extend(WARD_ACTION_KEYS);
+        known.push("rules");
+        t.finish(&known);
         if enabled {
             match Scanner::with_rules(rules.unwrap_or_default()) {
                 Ok(scanner) => {

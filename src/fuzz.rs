@@ -11,7 +11,6 @@ use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -457,7 +456,7 @@ fn check_pump(
     let trace = Arc::new(Mutex::new(Trace::default()));
     let pipe = |to| Box::new(Pipe { to, trace: Arc::clone(&trace) });
     let gate = Gate::new(
-        config(),
+        Config::transparent(LIMIT),
         Settings::transparent(Default::default()),
         pipe(Side::Client),
         pipe(Side::Upstream),
@@ -496,19 +495,6 @@ fn check_pump(
     for side in [Side::Client, Side::Upstream] {
         let open: HashSet<String> = gate.drain_requests(side).into_iter().collect();
         assert_eq!(open, book.open[index(side)], "open requests from the {}", side.name());
-    }
-}
-
-fn config() -> Config {
-    Config {
-        max_message_bytes: LIMIT,
-        shutdown_grace: Duration::ZERO,
-        request_timeout: None,
-        config_file: None,
-        enable_ward: false,
-        enable_schema_pin: false,
-        enable_rate_limit: false,
-        env_token: None,
     }
 }
 

@@ -624,16 +624,7 @@ mod tests {
     use super::*;
 
     fn gate() -> Gate {
-        let config = Config {
-            max_message_bytes: 1024,
-            shutdown_grace: Duration::ZERO,
-            request_timeout: None,
-            config_file: None,
-            enable_ward: false,
-            enable_schema_pin: false,
-            enable_rate_limit: false,
-            env_token: None,
-        };
+        let config = Config::transparent(1024);
         let settings = Settings::transparent(Default::default());
         Gate::new(config, settings, Box::new(io::sink()), Box::new(io::sink()))
     }

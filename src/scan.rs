@@ -63,6 +63,17 @@ pub enum Category {
 }
 
 impl Category {
+    /// Every category, in the order the settings file lists them.
+    pub const ALL: [Category; 5] = [
+        Category::Injection,
+        Category::RoleHijack,
+        Category::Exfiltration,
+        Category::ToolPoisoning,
+        Category::Secret,
+    ];
+}
+
+impl Category {
     /// The category as written in configuration and in the ledger.
     pub fn name(self) -> &'static str {
         match self {
@@ -76,15 +87,7 @@ impl Category {
 
     /// The inverse of [`Category::name`].
     pub fn from_name(name: &str) -> Option<Category> {
-        [
-            Category::Injection,
-            Category::RoleHijack,
-            Category::Exfiltration,
-            Category::ToolPoisoning,
-            Category::Secret,
-        ]
-        .into_iter()
-        .find(|c| c.name() == name)
+        Category::ALL.into_iter().find(|c| c.name() == name)
     }
 }
 

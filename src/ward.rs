@@ -67,16 +67,7 @@ pub struct Ward {
 impl Ward {
     /// The defaults of `--enable-ward`: block everything, redact secrets in results.
     pub fn defaults(scanner: Scanner) -> Ward {
-        let actions = [
-            Category::Injection,
-            Category::RoleHijack,
-            Category::Exfiltration,
-            Category::ToolPoisoning,
-            Category::Secret,
-        ]
-        .into_iter()
-        .map(|category| (category, Action::Block))
-        .collect();
+        let actions = Category::ALL.into_iter().map(|category| (category, Action::Block)).collect();
         Ward { scanner, actions, secret_in_results: Action::Redact }
     }
 
