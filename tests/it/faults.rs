@@ -5,15 +5,15 @@
 //! Every case checks that no process is left behind, that no message is lost or delivered twice,
 //! and that whoever waits for an answer gets one (or a clear error).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    assert_dies, assert_lines, echo, error, json, python, read_log, request, result, round_trip,
-    run_mcpdome, scratch, show, Proxy, TempDir, FAKE_SERVER, GRACE, MCPDOME, TIMEOUT,
+    assert_dies, assert_lines, echo, error, json, python, read_lines, read_log, request, result,
+    round_trip, run_mcpdome, scratch, show, Proxy, TempDir, FAKE_SERVER, GRACE, MCPDOME, TIMEOUT,
 };
 
 /// `--request-timeout` for the timeout cases: short, so they stay fast.
@@ -251,20 +251,7 @@ impl Raw {
 
     /// Starts reading stdout: every line arrives on the receiver.
     fn read(&mut self) -> Receiver<Vec<u8>> {
-        let (tx, lines) = mpsc::channel();
-        let mut out = BufReader::new(self.stdout.take().expect("stdout not read yet"));
-        thread::spawn(move || loop {
-            let mut line = Vec::new();
-            match out.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        lines
+        read_lines(self.stdout.take().expect("stdout not read yet"))
     }
 
     /// mcpdome's peak resident memory so far, in KiB.
@@ -445,24 +432,18 @@ fn mcpdome_killed_with_sigkill() {
     proxy.send_line(&request("21", "fake/hold"));
     proxy.kill("KILL");
     assert_dies(server);
-    let out = Command::new(MCPDOME)
-        .args(["verify-log", ledger.to_str().unwrap()])
-        .output()
-        .expect("run verify-log");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_mcpdome(&["verify-log", ledger.to_str().unwrap()]);
+    let stdout = &out.stdout;
+    assert_eq!(out.code, Some(0), "{stdout}{}", out.stderr);
     assert!(stdout.contains(": intact, "), "{stdout}");
     // A kill in the middle of a write leaves half a line: every whole line still verifies.
     let bytes = std::fs::read(&ledger).unwrap();
     let body = &bytes[..bytes.len() - 1];
     let last = body.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
     std::fs::write(&ledger, &bytes[..last + (bytes.len() - last) / 2]).unwrap();
-    let out = Command::new(MCPDOME)
-        .args(["verify-log", ledger.to_str().unwrap()])
-        .output()
-        .expect("run verify-log");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_mcpdome(&["verify-log", ledger.to_str().unwrap()]);
+    let stdout = &out.stdout;
+    assert_eq!(out.code, Some(0), "{stdout}{}", out.stderr);
     assert!(stdout.contains("note: the last line is incomplete"), "{stdout}");
 }
 

@@ -40,6 +40,25 @@ pub fn python() -> &'static str {
     })
 }
 
+/// Reads `out` line by line on a thread of its own; each line (with its `\n`, if it had one)
+/// arrives on the receiver, which closes at end of input.
+pub fn read_lines(out: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
+    let (tx, lines) = mpsc::channel();
+    let mut out = BufReader::new(out);
+    thread::spawn(move || loop {
+        let mut line = Vec::new();
+        match out.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    lines
+}
+
 /// A fresh, empty directory for one test's files.
 pub fn scratch(test: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("it").join(test);
@@ -101,19 +120,7 @@ impl Proxy {
             .stderr(Stdio::piped())
             .spawn()
             .expect("failed to start mcpdome");
-        let (tx, stdout) = mpsc::channel();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        thread::spawn(move || loop {
-            let mut line = Vec::new();
-            match out.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        let stdout = read_lines(child.stdout.take().unwrap());
         let (tx, stderr_done) = mpsc::channel();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut err = child.stderr.take().unwrap();
