@@ -1834,66 +1834,29 @@ mod tests {
         paths.len()
     }
 
-    #[test]
-    fn frame_seeds() {
-        assert!(replay("fuzz/seeds/frame", super::frame) > 0, "no seeds in fuzz/seeds/frame");
+    /// For each target, `<target>_seeds` replays its seeds (there must be some) and
+    /// `<target>_crashers` the findings kept under `tests/data/fuzz/<target>/`.
+    macro_rules! replay_tests {
+        ($($target:ident: $seeds:ident, $crashers:ident;)*) => {$(
+            #[test]
+            fn $seeds() {
+                let dir = concat!("fuzz/seeds/", stringify!($target));
+                assert!(replay(dir, super::$target) > 0, "no seeds in {dir}");
+            }
+
+            #[test]
+            fn $crashers() {
+                replay(concat!("tests/data/fuzz/", stringify!($target)), super::$target);
+            }
+        )*};
     }
 
-    #[test]
-    fn frame_crashers() {
-        replay("tests/data/fuzz/frame", super::frame);
-    }
-
-    #[test]
-    fn policy_seeds() {
-        assert!(replay("fuzz/seeds/policy", super::policy) > 0, "no seeds in fuzz/seeds/policy");
-    }
-
-    #[test]
-    fn policy_crashers() {
-        replay("tests/data/fuzz/policy", super::policy);
-    }
-
-    #[test]
-    fn ledger_seeds() {
-        assert!(replay("fuzz/seeds/ledger", super::ledger) > 0, "no seeds in fuzz/seeds/ledger");
-    }
-
-    #[test]
-    fn ledger_crashers() {
-        replay("tests/data/fuzz/ledger", super::ledger);
-    }
-
-    #[test]
-    fn normalize_seeds() {
-        assert!(
-            replay("fuzz/seeds/normalize", super::normalize) > 0,
-            "no seeds in fuzz/seeds/normalize"
-        );
-    }
-
-    #[test]
-    fn normalize_crashers() {
-        replay("tests/data/fuzz/normalize", super::normalize);
-    }
-
-    #[test]
-    fn scan_seeds() {
-        assert!(replay("fuzz/seeds/scan", super::scan) > 0, "no seeds in fuzz/seeds/scan");
-    }
-
-    #[test]
-    fn scan_crashers() {
-        replay("tests/data/fuzz/scan", super::scan);
-    }
-
-    #[test]
-    fn pin_seeds() {
-        assert!(replay("fuzz/seeds/pin", super::pin) > 0, "no seeds in fuzz/seeds/pin");
-    }
-
-    #[test]
-    fn pin_crashers() {
-        replay("tests/data/fuzz/pin", super::pin);
+    replay_tests! {
+        frame: frame_seeds, frame_crashers;
+        policy: policy_seeds, policy_crashers;
+        ledger: ledger_seeds, ledger_crashers;
+        normalize: normalize_seeds, normalize_crashers;
+        scan: scan_seeds, scan_crashers;
+        pin: pin_seeds, pin_crashers;
     }
 }
