@@ -1901,6 +1901,16 @@ const DISCUSSION: &[&str] = &[
 /// Drops a match that sits inside quotes in a text that discusses attacks, or that is part of
 /// a question or study about prompt injection itself ("how to make the model ignore previous
 /// instructions prompt injection defense").
+/// "Redistributions … must reproduce the above copyright notice" is the BSD licence's own clause,
+/// in the header of countless source files a tool may read: "the above" there is a notice.
+fn not_licence_clause(text: &str, m: Range<usize>) -> bool {
+    let after = text[m.end..].trim_start().as_bytes();
+    let names = |word: &str| {
+        after.len() >= word.len() && after[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+    };
+    !(names("copyright") || names("notice")) && not_quoted_discussion(text, m)
+}
+
 fn not_quoted_discussion(text: &str, m: Range<usize>) -> bool {
     let around = &around_lower(text, &m, 200, 200);
     // Quoted: an opening quote right before the match, itself after a space or the start
@@ -3651,7 +3661,7 @@ const PHRASES: &[Def] = &[
         confirm: &[],
         pattern: r"\b(?:what|everything|anything) (?:was|is|were|has been) (?:written|said|typed|stated|mentioned|given) (?:above|before|earlier|at the (?:beginning|start|top))\b|\b(?:repeat|print|output|reproduce|recite|copy|show) (?:back )?(?:the |all |everything |all of the |all the )?(?:above|previous|preceding|prior|initial|first) (?:text|prompt|instructions|message|words|lines|content)\b|\b(?:repeat|print|output|reproduce|recite) (?:the |all |everything |all of the |all the )?(?:text |words |content |prompt |instructions |lines )?above\b|\b(?:spell[ -]?check|proofread|translate|summari[sz]e|rewrite|paraphrase|reformat) the above\b[^.]{0,40}\b(?:and (?:provide|print|output|return|give|show|repeat)|without (?:any )?chang)",
         custom: None,
-        check: Some(not_quoted_discussion),
+        check: Some(not_licence_clause),
     },
     Def {
         id: "inj-prompt-leak-prefix",
@@ -6563,6 +6573,7 @@ mod tests {
         check_clean("fn main() {\n    let args = Args::parse();\n    if args.ignore_previous { std::fs::remove_dir_all(\".index\").ok(); }\n}", R);
         check_clean("Prompt injection is a class of attacks against LLM applications: text inside a web page can change the model's behavior.", R);
         check_clean("## Security Considerations\n\nClients SHOULD show tool inputs to the user before calling the server, to avoid malicious or accidental data exfiltration.", R);
+        check_clean("2. Redistributions in binary form must reproduce the above copyright notice, this list of conditions and the following disclaimer.", R);
         check_clean("a1a860e fix: ignore empty config keys\n268a330 feat: system tray\n1e567cc refactor: override resolution", R);
         check_clean("data:text/plain;base64,VGhhbmtzIGZvciBpbnN0YWxsaW5nISBSZWFkIHRoZSBpbnN0cnVjdGlvbnMgaW4gZG9jcy8gYmVmb3JlIHlvdSBzdGFydC4=", R);
     }
