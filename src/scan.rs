@@ -1634,6 +1634,8 @@ impl Automaton {
         // The trie, with u32::MAX for "no edge".
         let mut trie: Vec<u32> = vec![u32::MAX; stride];
         let mut outputs: Vec<Vec<u32>> = vec![Vec::new()];
+        // The class of the byte that leads into each state (none for the root).
+        let mut incoming: Vec<Option<usize>> = vec![None];
         for (idx, p) in patterns.iter().enumerate() {
             let mut s = 0usize;
             for &b in p.iter() {
@@ -1643,6 +1645,7 @@ impl Automaton {
                     let new = outputs.len();
                     trie.extend(std::iter::repeat_n(u32::MAX, stride));
                     outputs.push(Vec::new());
+                    incoming.push(Some(c));
                     trie[s * stride + c] = new as u32;
                     new
                 } else {
@@ -1685,6 +1688,18 @@ impl Automaton {
             }
             *entry = v;
         }
+        // Whitespace collapses in the table itself: a state entered on a space stays where it is
+        // on the next one, as if that byte were not there, so the walk needs no branch for it.
+        // (Whitespace in no anchor shares class 0 with other bytes, which always leads back
+        // towards the root, runs or not.)
+        let space = classes[b' ' as usize] as usize;
+        if collapse && space != 0 {
+            for s in 1..n_states {
+                if incoming[s] == Some(space) {
+                    table[s * stride + space] = (s * stride) as u32;
+                }
+            }
+        }
         let lens = patterns.iter().map(|p| p.len() as u32).collect();
         Automaton { classes, stride, table, outputs, lens, collapse }
     }
@@ -1710,13 +1725,16 @@ impl Automaton {
     }
 
     #[inline(always)]
-    fn find_feeding(
+    fn find_feeding<F: Feed>(
         &self,
         haystack: &[u8],
-        surveyor: &mut impl Feed,
+        surveyor: &mut F,
         mut f: impl FnMut(usize, usize, usize),
     ) {
         let n = haystack.len();
+        if !F::FEEDS && n >= WAYS * MIN_SPLIT && self.find_in_parts(haystack, &mut f) {
+            return;
+        }
         let mut first = Walker::default();
         if n >= MIN_SPLIT {
             let mid = n - n / 2;
@@ -1748,6 +1766,72 @@ impl Automaton {
         }
     }
 
+    /// [`Automaton::find`] with [`WAYS`] walkers in step, one per part of a long haystack, so
+    /// that more table loads are in flight at once. `false` (and nothing reported) when a part
+    /// would need too long a run-up (see [`Automaton::resume_point`]).
+    #[inline(always)]
+    fn find_in_parts(&self, haystack: &[u8], f: &mut impl FnMut(usize, usize, usize)) -> bool {
+        let n = haystack.len();
+        let bounds: [usize; WAYS + 1] = std::array::from_fn(|j| j * n / WAYS);
+        let mut starts = [0; WAYS];
+        for j in 1..WAYS {
+            starts[j] = self.resume_point(haystack, bounds[j]);
+            if bounds[j] - starts[j] > MAX_RESUME {
+                return false;
+            }
+        }
+        let [mut w0, mut w1, mut w2, mut w3] = [(); WAYS].map(|_| Walker::default());
+        for (j, walker) in [&mut w1, &mut w2, &mut w3].into_iter().enumerate() {
+            for i in starts[j + 1]..bounds[j + 1] {
+                walker.step(self, haystack, i, &mut |_, _, _| {});
+            }
+        }
+        // Parts differ in length by one byte at most: the step covers the shortest, and each
+        // walker finishes its own.
+        let shortest = (0..WAYS).map(|j| bounds[j + 1] - bounds[j]).min().unwrap_or(0);
+        for k in 0..shortest {
+            w0.step(self, haystack, k, f);
+            w1.step(self, haystack, bounds[1] + k, f);
+            w2.step(self, haystack, bounds[2] + k, f);
+            w3.step(self, haystack, bounds[3] + k, f);
+        }
+        for (j, walker) in [&mut w0, &mut w1, &mut w2, &mut w3].into_iter().enumerate() {
+            for i in bounds[j] + shortest..bounds[j + 1] {
+                walker.step(self, haystack, i, f);
+            }
+        }
+        true
+    }
+
+    /// Calls `f` for each anchor that ends at `end` in `state`. With `collapse`, an anchor's
+    /// length counts a whitespace run once, so its start is found by counting back.
+    #[cold]
+    #[inline(never)]
+    fn report(
+        &self,
+        state: usize,
+        haystack: &[u8],
+        end: usize,
+        f: &mut impl FnMut(usize, usize, usize),
+    ) {
+        for &p in &self.outputs[state / self.stride] {
+            let len = self.lens[p as usize] as usize;
+            let start = if self.collapse {
+                let (mut at, mut counted) = (end, 0);
+                while counted < len && at > 0 {
+                    at -= 1;
+                    let repeat =
+                        at > 0 && collapsible(haystack[at]) && collapsible(haystack[at - 1]);
+                    counted += usize::from(!repeat);
+                }
+                at
+            } else {
+                end - len
+            };
+            f(p as usize, start, end);
+        }
+    }
+
     /// Where a walker may start so that from `mid` on it is in the state of a walker that
     /// started at 0: the state depends only on the last [`MAX_ANCHOR`] bytes counted, so the
     /// walker needs that many before `mid`; and it starts after a byte that is not whitespace,
@@ -1756,13 +1840,13 @@ impl Automaton {
         let mut counted = 0;
         let mut i = mid;
         while i > 0 {
-            if counted >= MAX_ANCHOR && !haystack[i - 1].is_ascii_whitespace() {
+            if counted >= MAX_ANCHOR && !collapsible(haystack[i - 1]) {
                 break;
             }
             i -= 1;
-            let space = haystack[i].is_ascii_whitespace();
             // A whitespace byte after another is not counted when whitespace collapses.
-            let repeat = self.collapse && space && i > 0 && haystack[i - 1].is_ascii_whitespace();
+            let repeat =
+                self.collapse && i > 0 && collapsible(haystack[i]) && collapsible(haystack[i - 1]);
             counted += usize::from(!repeat);
         }
         i
@@ -1772,6 +1856,8 @@ impl Automaton {
 /// What [`Automaton::find`] feeds each byte to; a trait rather than a closure so that the
 /// feeding is inlined into the walk.
 trait Feed {
+    /// Whether `feed_byte` does anything.
+    const FEEDS: bool = true;
     fn feed_byte(&mut self, bytes: &[u8], i: usize);
 }
 
@@ -1785,28 +1871,23 @@ impl Feed for Surveyor {
 struct NoSurvey;
 
 impl Feed for NoSurvey {
+    const FEEDS: bool = false;
     #[inline(always)]
     fn feed_byte(&mut self, _: &[u8], _: usize) {}
 }
 
 /// Haystacks shorter than this are walked in one piece.
 const MIN_SPLIT: usize = 1 << 10;
+/// Long haystacks without a surveyor are walked in this many parts at once.
+const WAYS: usize = 4;
 /// A second walker that would have to start further back than this before the middle (a long
 /// whitespace run there) is not worth it: the haystack is walked in one piece.
 const MAX_RESUME: usize = 256;
 
-/// One walk of an [`Automaton`] over a haystack.
+/// One walk of an [`Automaton`] over a haystack: its state, a premultiplied table offset.
+#[derive(Default)]
 struct Walker {
     state: usize,
-    ring: [u32; MAX_ANCHOR],
-    counted: usize,
-    prev_space: bool,
-}
-
-impl Default for Walker {
-    fn default() -> Walker {
-        Walker { state: 0, ring: [0; MAX_ANCHOR], counted: 0, prev_space: false }
-    }
 }
 
 impl Walker {
@@ -1818,30 +1899,17 @@ impl Walker {
         i: usize,
         f: &mut impl FnMut(usize, usize, usize),
     ) {
-        let b = haystack[i];
-        if a.collapse {
-            let space = b.is_ascii_whitespace();
-            if space && self.prev_space {
-                return;
-            }
-            self.prev_space = space;
-            self.ring[self.counted % MAX_ANCHOR] = i as u32;
-            self.counted += 1;
-        }
-        let t = a.table[self.state + a.classes[b as usize] as usize];
+        let t = a.table[self.state + a.classes[haystack[i] as usize] as usize];
         self.state = (t & !MATCH_BIT) as usize;
         if t & MATCH_BIT != 0 {
-            for &p in &a.outputs[self.state / a.stride] {
-                let len = a.lens[p as usize] as usize;
-                let start = if a.collapse {
-                    self.ring[(self.counted - len) % MAX_ANCHOR] as usize
-                } else {
-                    i + 1 - len
-                };
-                f(p as usize, start, i + 1);
-            }
+            a.report(self.state, haystack, i + 1, f);
         }
     }
+}
+
+/// The bytes that count as one space when whitespace collapses (see [`Automaton::find`]).
+fn collapsible(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
 // ---------------------------------------------------------------------------------------------
