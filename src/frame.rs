@@ -296,6 +296,13 @@ pub fn parse(line: &[u8]) -> Result<Msg<'_>, Rejected<'_>> {
     fields.into_msg()
 }
 
+/// The index just past the string whose opening quote is at `open` in `text`, which is known to
+/// be valid JSON (a [`Raw`], or a part of one that starts at a value): the first quote after an
+/// even run of backslashes. For the checks that read inside params the frame already checked.
+pub(crate) fn string_end(text: &[u8], open: usize) -> Option<usize> {
+    json::string_end::<true>(text, open).ok()
+}
+
 /// The canonical text of a valid `id`, used to match a response to its request: strings are
 /// re-encoded only when they contain escapes, so `"a"` and `"\u0061"` are the same id. Integers
 /// are kept as written (`parse` refuses fractions and exponents).
@@ -719,7 +726,7 @@ mod json {
 
     /// The index just past the string whose opening quote is at `open`.
     #[inline]
-    fn string_end<const PLAIN: bool>(b: &[u8], open: usize) -> Result<usize, Invalid> {
+    pub(super) fn string_end<const PLAIN: bool>(b: &[u8], open: usize) -> Result<usize, Invalid> {
         let start = open + 1;
         let mut close = start;
         loop {
