@@ -414,7 +414,9 @@ struct Doc<'s> {
     /// Strings with more than one word: only with two of them can a phrase be split.
     phrases: usize,
     /// Where each string that stands in `joined` as it is sits, and its JSON Pointer.
-    segments: Vec<(Range<usize>, String)>,
+    segments: Vec<(Range<usize>, Range<usize>)>,
+    /// The pointers of `segments`, end to end (one allocation rather than one per string).
+    pointers: String,
     /// What the regexes may still read; every string walked adds to it.
     work: Work,
 }
@@ -432,6 +434,7 @@ impl<'s> Doc<'s> {
             leet: false,
             phrases: 0,
             segments: Vec::new(),
+            pointers: String::new(),
             work: Work::new(),
         }
     }
@@ -558,7 +561,9 @@ impl<'s> Doc<'s> {
             None => {
                 let start = self.joined.len();
                 self.joined.push_str(s);
-                self.segments.push((start..self.joined.len(), pointer.to_owned()));
+                let at = self.pointers.len();
+                self.pointers.push_str(pointer);
+                self.segments.push((start..self.joined.len(), at..self.pointers.len()));
             }
         }
         self.joined.push('\n');
@@ -585,7 +590,8 @@ impl<'s> Doc<'s> {
         strings.sort_unstable();
         strings.dedup();
         for i in strings {
-            let (range, pointer) = self.segments[i].clone();
+            let (range, at) = self.segments[i].clone();
+            let pointer = self.pointers[at].to_owned();
             self.raw_secrets(&joined[range], &pointer);
         }
     }
@@ -708,7 +714,7 @@ impl<'s> Doc<'s> {
         }
         let keys = std::mem::take(&mut self.keys);
         if !keys.is_empty() {
-            let keys_plain = normalize::profile(&keys).plain;
+            let keys_plain = normalize::is_plain(keys.as_bytes());
             self.phrases_in(&Doc::view(&keys, keys_plain), "", "keys");
         }
         self.findings
@@ -799,6 +805,8 @@ struct TextWalk<'r> {
     text: &'r str,
     i: usize,
     pointer: String,
+    /// Where strings with escapes are decoded, one after another.
+    scratch: String,
 }
 
 /// Nesting deeper than this is not JSON to `serde_json` (its recursion limit), so it is not to
@@ -807,7 +815,7 @@ const MAX_TEXT_DEPTH: usize = 128;
 
 impl<'r> TextWalk<'r> {
     fn new(text: &'r str) -> TextWalk<'r> {
-        TextWalk { text, i: 0, pointer: String::new() }
+        TextWalk { text, i: 0, pointer: String::new(), scratch: String::new() }
     }
 
     /// `None` when the text is not exactly one JSON value; `doc` then holds part of it.
@@ -848,8 +856,16 @@ impl<'r> TextWalk<'r> {
     fn value(&mut self, doc: &mut Doc<'_>, key: Option<&str>, depth: usize) -> Option<()> {
         match *self.text.as_bytes().get(self.i)? {
             b'"' => {
-                let s = self.string()?;
-                doc.value_string(&s, &self.pointer, key);
+                let inside = self.string_inside()?;
+                if inside.contains('\\') {
+                    let mut scratch = std::mem::take(&mut self.scratch);
+                    scratch.clear();
+                    unescape_json(inside, &mut scratch)?;
+                    doc.value_string(&scratch, &self.pointer, key);
+                    self.scratch = scratch;
+                } else {
+                    doc.value_string(inside, &self.pointer, key);
+                }
             }
             b'{' => {
                 if depth >= MAX_TEXT_DEPTH {
@@ -915,37 +931,92 @@ impl<'r> TextWalk<'r> {
 
     /// The string whose opening quote is next, decoded.
     fn string(&mut self) -> Option<std::borrow::Cow<'r, str>> {
+        let inside = self.string_inside()?;
+        if !inside.contains('\\') {
+            return Some(std::borrow::Cow::Borrowed(inside));
+        }
+        let mut decoded = String::with_capacity(inside.len());
+        unescape_json(inside, &mut decoded)?;
+        Some(std::borrow::Cow::Owned(decoded))
+    }
+
+    /// What is between the quotes of the string whose opening quote is next, as it is written.
+    fn string_inside(&mut self) -> Option<&'r str> {
         let text = self.text;
         let b = text.as_bytes();
         let open = self.i;
         let mut i = open + 1;
-        let mut escaped = false;
         loop {
             i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
             if b[i] == b'"' {
                 break;
             }
-            escaped = true;
             i += 2;
         }
         self.i = i + 1;
-        if !escaped {
-            let inside = &text[open + 1..i];
-            // A control character must be escaped; `serde_json` refuses the text otherwise.
-            let control = inside
-                .as_bytes()
-                .chunks(64)
-                .any(|chunk| chunk.iter().fold(false, |found, &c| found | (c < 0x20)));
-            return (!control).then_some(std::borrow::Cow::Borrowed(inside));
-        }
-        let literal = &text[open..=i];
-        let decoded = serde_json::from_str::<String>(literal).ok().or_else(|| {
-            // A lone surrogate escape reads as U+FFFD in a client's parser; so it does here.
-            let read = normalize::json_lone_surrogates(literal)?;
-            serde_json::from_str::<String>(&read).ok()
-        })?;
-        Some(std::borrow::Cow::Owned(decoded))
+        let inside = &text[open + 1..i];
+        // A control character must be escaped; `serde_json` refuses the text otherwise.
+        let control = inside
+            .as_bytes()
+            .chunks(64)
+            .any(|chunk| chunk.iter().fold(false, |found, &c| found | (c < 0x20)));
+        (!control).then_some(inside)
     }
+}
+
+/// Appends the JSON string contents `inside` (between the quotes, escapes and all) to `out`,
+/// decoded. A lone surrogate escape reads as U+FFFD, as a client's parser reads it; any other
+/// bad escape is `None`, as it is to `serde_json`.
+fn unescape_json(inside: &str, out: &mut String) -> Option<()> {
+    let b = inside.as_bytes();
+    let hex4 = |at: usize| -> Option<u32> {
+        let digits = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+        if !digits.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b'\\', &b[from..]) {
+        let at = from + p;
+        out.push_str(&inside[from..at]);
+        from = at + 2;
+        let c = match *b.get(at + 1)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = hex4(at + 2)?;
+                from = at + 6;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        let low = (b.get(from..from + 2) == Some(b"\\u"))
+                            .then(|| hex4(from + 2))
+                            .flatten()
+                            .filter(|low| (0xDC00..0xE000).contains(low));
+                        match low {
+                            Some(low) => {
+                                from += 6;
+                                char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?
+                            }
+                            None => '\u{FFFD}',
+                        }
+                    }
+                    0xDC00..=0xDFFF => '\u{FFFD}',
+                    _ => char::from_u32(unit)?,
+                }
+            }
+            _ => return None,
+        };
+        out.push(c);
+    }
+    out.push_str(&inside[from..]);
+    Some(())
 }
 
 /// Whether `token` is a JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
@@ -6639,6 +6710,53 @@ mod tests {
             ("1e", false),
         ] {
             assert_eq!(json_number(token), number, "{token}");
+        }
+    }
+
+    #[test]
+    fn json_unescape_agrees_with_serde() {
+        let pieces = [
+            "a",
+            "é",
+            "\\\"",
+            "\\\\",
+            "\\/",
+            "\\b",
+            "\\f",
+            "\\n",
+            "\\r",
+            "\\t",
+            "\\u0041",
+            "\\u00e9",
+            "\\ud83d\\ude00",
+            "\\ud800",
+            "\\udc00",
+            "\\ud800\\u0041",
+            "\\ud800\\ud800\\udc00",
+            "\\x41",
+            "\\u12",
+            "\\uzzzz",
+            " ",
+            "\\",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..5000 {
+            let mut inside = String::new();
+            for _ in 0..seed % 7 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                inside.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            let literal = format!("\"{inside}\"");
+            // What a client reads: lone surrogates as U+FFFD, anything else bad refused.
+            let expected = serde_json::from_str::<String>(&literal).ok().or_else(|| {
+                let read = normalize::json_lone_surrogates(&literal)?;
+                serde_json::from_str::<String>(&read).ok()
+            });
+            let mut got = String::from("kept: ");
+            let decoded = unescape_json(&inside, &mut got).map(|()| got[6..].to_owned());
+            assert_eq!(decoded, expected, "{literal}");
         }
     }
 
