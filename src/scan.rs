@@ -964,6 +964,27 @@ impl<'r> TextWalk<'r> {
     }
 }
 
+/// The first `\\` in `b` at or after `from`. Escapes in JSON text are often a few dozen bytes
+/// apart (`\\n` in code), where a `memchr` call costs more than it saves: eight bytes are
+/// tested at a time inline instead.
+fn backslash(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    let mut at = from;
+    while let Some(word) = b.get(at..at + 8) {
+        let x =
+            u64::from_le_bytes(word.try_into().expect("eight bytes")) ^ (ONES * u64::from(b'\\'));
+        // A zero byte of `x` sets its high bit here; bytes above it may be set too, so only
+        // the lowest counts.
+        let found = x.wrapping_sub(ONES) & !x & HIGH;
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    b.get(at..)?.iter().position(|&c| c == b'\\').map(|p| at + p)
+}
+
 /// Appends the JSON string contents `inside` (between the quotes, escapes and all) to `out`,
 /// decoded. A lone surrogate escape reads as U+FFFD, as a client's parser reads it; any other
 /// bad escape is `None`, as it is to `serde_json`.
@@ -977,8 +998,7 @@ fn unescape_json(inside: &str, out: &mut String) -> Option<()> {
         u32::from_str_radix(digits, 16).ok()
     };
     let mut from = 0;
-    while let Some(p) = memchr::memchr(b'\\', &b[from..]) {
-        let at = from + p;
+    while let Some(at) = backslash(b, from) {
         out.push_str(&inside[from..at]);
         from = at + 2;
         let c = match *b.get(at + 1)? {
@@ -1086,39 +1106,51 @@ fn mask(secret: &str) -> String {
 /// line; keys are left out, so that a phrase split across sibling values reads as one.
 fn embedded_json(s: &str) -> Option<String> {
     let t = s.trim();
-    let looks_like_json =
-        (t.starts_with('{') && t.ends_with('}')) || (t.starts_with('[') && t.ends_with(']'));
-    if !looks_like_json || t.len() < 8 {
+    if !looks_like_json(t) || t.len() < 8 {
         return None;
     }
-    let mut values = json_values(t)?;
-    // JSON text inside JSON text (a tool result quoting an API response): one level more.
-    for v in values.iter_mut() {
-        if let Some(inner) = embedded_json_inner(v) {
-            *v = inner;
+    let mut out = String::with_capacity(t.len());
+    let mut values = 0;
+    json_values_each(t, &mut |value| {
+        if values > 0 {
+            out.push('\n');
         }
-    }
-    (!values.is_empty()).then(|| values.join("\n"))
+        values += 1;
+        // JSON text inside JSON text (a tool result quoting an API response): one level more.
+        match embedded_json_inner(value) {
+            Some(inner) => out.push_str(&inner),
+            None => out.push_str(value),
+        }
+    })?;
+    (values > 0).then_some(out)
+}
+
+fn looks_like_json(t: &str) -> bool {
+    (t.starts_with('{') && t.ends_with('}')) || (t.starts_with('[') && t.ends_with(']'))
 }
 
 fn embedded_json_inner(s: &str) -> Option<String> {
     let t = s.trim();
-    let looks_like_json =
-        (t.starts_with('{') && t.ends_with('}')) || (t.starts_with('[') && t.ends_with(']'));
-    if !looks_like_json {
+    if !looks_like_json(t) {
         return None;
     }
     let values = json_values(t)?;
     (!values.is_empty()).then(|| values.join("\n"))
 }
 
+fn json_values(text: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    json_values_each(text, &mut |value| out.push(value.to_owned()))?;
+    Some(out)
+}
+
 /// The string values (not keys) of JSON text, decoded, in the order they appear. `None` when
 /// the text is not well-formed where it matters: a string that does not decode, or a value not
 /// followed by `,`, `]` or `}` (an unescaped quote inside a string), because reading such text
 /// as JSON would cut its phrases apart.
-fn json_values(text: &str) -> Option<Vec<String>> {
+fn json_values_each(text: &str, each: &mut dyn FnMut(&str)) -> Option<()> {
     let bytes = text.as_bytes();
-    let mut out = Vec::new();
+    let mut scratch = String::new();
     let mut i = 0;
     while i < bytes.len() {
         match memchr::memchr(b'"', &bytes[i..]) {
@@ -1141,7 +1173,7 @@ fn json_values(text: &str) -> Option<Vec<String>> {
                 }
             }
         }
-        let literal = &text[start..=i];
+        let inside = &text[start + 1..i];
         i += 1;
         let mut j = i;
         while j < bytes.len() && bytes[j].is_ascii_whitespace() {
@@ -1152,15 +1184,29 @@ fn json_values(text: &str) -> Option<Vec<String>> {
             Some(b',' | b']' | b'}') | None => {}
             Some(_) => return None,
         }
-        // Without escapes or control characters the literal decodes to its inside as it is.
-        let inside = &literal[1..literal.len() - 1];
-        if !escaped && !inside.bytes().any(|b| b < 0x20) {
-            out.push(inside.to_owned());
+        if inside.bytes().any(|b| b < 0x20) {
+            // `serde_json` refuses a control character in a string; so does this.
+            return None;
+        }
+        if escaped {
+            scratch.clear();
+            unescape_strict(inside, &mut scratch)?;
+            each(&scratch);
         } else {
-            out.push(serde_json::from_str::<String>(literal).ok()?);
+            each(inside);
         }
     }
-    Some(out)
+    Some(())
+}
+
+/// [`unescape_json`] that refuses lone surrogates too, as `serde_json` does.
+fn unescape_strict(inside: &str, out: &mut String) -> Option<()> {
+    unescape_json(inside, out)?;
+    let lone = inside.contains("\\u") && out.contains('\u{FFFD}') && {
+        let literal = format!("\"{inside}\"");
+        serde_json::from_str::<String>(&literal).is_err()
+    };
+    (!lone).then_some(())
 }
 
 // ---------------------------------------------------------------------------------------------
