@@ -1275,8 +1275,8 @@ const CLASSES: [u8; 256] = {
 /// block becomes bit masks of its base64 and hex-or-space bytes, by comparisons the compiler
 /// turns into vector instructions; runs are then found by shifting those masks, with the block
 /// before carried in because a run can cross from one block into the next. Bytes are looked at
-/// one by one only where a run reaches a length that matters or a leet character appears,
-/// which prose and code rarely do, so most blocks cost a few dozen instructions.
+/// one by one only where a run reaches a length that matters or a letter touches a leet
+/// character, which prose and code rarely do, so most blocks never leave the masks.
 fn survey(bytes: &[u8]) -> Survey {
     let mut surveyor = Surveyor::default();
     let mut blocks = bytes.chunks_exact(BLOCK);
@@ -1355,7 +1355,7 @@ impl Surveyor {
         for i in 1..BLOCK {
             pairs[i] = (letter[i - 1] & leet[i]) | (leet[i - 1] & letter[i]);
         }
-        let any_pair = pairs.iter().fold(0, |acc, &p| acc | p);
+        let any_pair = words(&pairs).fold(0, |acc, word| acc | word);
         (self.prev_letter, self.prev_leet) = (letter[BLOCK - 1], leet[BLOCK - 1]);
 
         let base64 = bits(&base64);
@@ -1373,7 +1373,8 @@ impl Surveyor {
 
         let hex_space = bits(&hex_space);
         if !self.hex_pairs {
-            // A hex-or-space run just long enough for eight pairs, or a byte or two longer.
+            // A hex-or-space run just long enough for eight pairs, or a byte or two longer: runs
+            // of 16 that were runs of 16 already 7 bytes back, but not 10.
             let runs = run_ends(hex_space, self.prev_hex_space, 16);
             let long = runs & (runs << (HEX_PAIRS_SPAN - 16));
             let longer = runs & (runs << (HEX_PAIRS_SPAN + 3 - 16));
@@ -1412,9 +1413,11 @@ impl Surveyor {
     }
 
     /// Whether the line with the neighbours counted so far is dense with them. The line is
-    /// measured only now, and only lines with a neighbour are, so this stays linear.
+    /// measured only now, once, so this stays linear.
     fn end_line(&mut self, bytes: &[u8]) {
-        if self.adjacent == 0 {
+        // A line has a byte that is not whitespace for every neighbour, so one with few
+        // neighbours is not dense whatever its length, and need not be measured.
+        if !leet_dense(self.adjacent, self.adjacent) {
             return;
         }
         let before = &bytes[..self.line_pair];
@@ -1475,6 +1478,13 @@ fn bits(flags: &[u8; BLOCK]) -> u64 {
         mask |= (word.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * k);
     }
     mask
+}
+
+/// The eight-byte words of a block, for a test of all its flags at once (a fold over its bytes
+/// would not be vectorised).
+#[inline(always)]
+fn words(flags: &[u8; BLOCK]) -> impl Iterator<Item = u64> + '_ {
+    flags.chunks_exact(8).map(|eight| u64::from_le_bytes(eight.try_into().expect("eight bytes")))
 }
 
 /// Where runs of at least `len` set bits end (`len` at most [`BLOCK`]), in `block` preceded by
