@@ -762,7 +762,7 @@ impl Iterator for Lower {
 }
 
 /// Letter/leet-character neighbours in `line`, and its length without whitespace: what
-/// [`Surveyor::feed`] counts, byte for byte, so that [`profile`] of plain text is exactly right
+/// [`survey`] counts, byte for byte, so that [`profile`] of plain text is exactly right
 /// about which lines [`leet`] keeps.
 fn leet_pairs(line: &[u8]) -> (usize, usize) {
     let (mut adjacent, mut len, mut prev) = (0, 0, 0u8);
@@ -1269,63 +1269,162 @@ const CLASSES: [u8; 256] = {
     t
 };
 
+/// One pass over `bytes` for a [`Survey`], a block of [`BLOCK`] bytes at a time.
+///
+/// Every text the ward scans is surveyed, so this is on the hot path of every message. Each
+/// block becomes bit masks of its base64 and hex-or-space bytes, by comparisons the compiler
+/// turns into vector instructions; runs are then found by shifting those masks, with the block
+/// before carried in because a run can cross from one block into the next. Bytes are looked at
+/// one by one only where a run reaches a length that matters or a letter touches a leet
+/// character, which prose and code rarely do, so most blocks never leave the masks.
 fn survey(bytes: &[u8]) -> Survey {
     let mut surveyor = Surveyor::default();
-    for i in 0..bytes.len() {
-        surveyor.feed(bytes, i);
+    let mut blocks = bytes.chunks_exact(BLOCK);
+    let mut base = 0;
+    for block in &mut blocks {
+        surveyor.block(bytes, base, block.try_into().expect("chunks_exact yields whole blocks"));
+        base += BLOCK;
+    }
+    let rest = blocks.remainder();
+    if !rest.is_empty() {
+        // `.` is plain and in no class, so the padding adds nothing to the survey.
+        let mut last = [b'.'; BLOCK];
+        last[..rest.len()].copy_from_slice(rest);
+        surveyor.block(bytes, base, &last);
     }
     surveyor.survey(bytes)
 }
 
-/// [`profile`] one byte at a time, for a caller that already walks the bytes: the scanner's
-/// automaton waits on a table load at every byte, and these few independent operations fill
-/// the wait, so the profile comes almost for free. Feed every index of one text in order.
+/// Bytes [`survey`] classifies at once: one bit of a `u64` mask each.
+const BLOCK: usize = 64;
+
+/// The state of one [`survey`] between blocks.
 #[derive(Clone, Debug, Default)]
-pub struct Surveyor {
-    run: usize,
-    hex_space: usize,
-    /// The last byte examined by a slow path; a long run is examined once.
+struct Surveyor {
+    /// The masks of the block before, for runs that continue into this one.
+    prev_base64: u64,
+    prev_hex_space: u64,
+    /// Whether the byte before this block is a letter or a leet character (see [`EXTRA`]), for
+    /// a leet pair across blocks.
+    prev_letter: u8,
+    prev_leet: u8,
+    not_plain: bool,
+    /// The end of the last base64 run examined; a long run is examined once.
     examined: usize,
-    prev: u8,
-    adjacent: usize,
-    line: usize,
-    specials: usize,
     base64: bool,
     hex: bool,
+    /// Spaced hex pairs were seen: decoding searches, and more of them change nothing.
+    hex_pairs: bool,
     leet_line: bool,
+    /// Letter/leet neighbours on the line that has the last one seen, where that line's first
+    /// one is, and where the line ends (its line break, or the end of the text).
+    adjacent: usize,
+    line_pair: usize,
+    line_end: usize,
     found: [(u32, u32); MAX_CANDIDATES],
     n_found: usize,
 }
 
 impl Surveyor {
-    /// Takes byte `i` of `bytes` into account. The common path is a table load and a few
-    /// masked counters, no branch that depends on the text; the rare paths fire only where a
-    /// run reaches the length that matters, which prose and code rarely do.
+    /// Takes the block at `base` of `bytes` into account; `block` is a copy of it, padded with
+    /// `.` when it is the last, short one.
     #[inline(always)]
-    pub fn feed(&mut self, bytes: &[u8], i: usize) {
-        let b = bytes[i];
-        let class = CLASSES[b as usize];
-        let extra = EXTRA[b as usize];
-        self.run = (self.run + 1) & mask(class & C_B64 != 0);
-        self.hex_space = (self.hex_space + 1) & mask(class & C_HEX != 0 || b == b' ');
-        self.specials += usize::from(class & C_SPECIAL != 0);
-        if self.run == MIN_BASE64_RUN && i >= self.examined {
-            self.examine_run(bytes, i + 1 - MIN_BASE64_RUN);
+    fn block(&mut self, bytes: &[u8], base: usize, block: &[u8; BLOCK]) {
+        let mut base64 = [0u8; BLOCK];
+        let mut hex_space = [0u8; BLOCK];
+        // Letters and leet characters, as [`EXTRA`] has them.
+        let mut letter = [0u8; BLOCK];
+        let mut leet = [0u8; BLOCK];
+        let mut not_plain = 0u8;
+        for (i, &b) in block.iter().enumerate() {
+            let alpha = (b | 0x20).wrapping_sub(b'a');
+            let digit = b.wrapping_sub(b'0');
+            let symbol = (b == b'+') | (b == b'/') | (b == b'=') | (b == b'-') | (b == b'_');
+            base64[i] = u8::from((alpha < 26) | (digit < 10) | symbol);
+            hex_space[i] = u8::from((alpha < 6) | (digit < 10) | (b == b' '));
+            letter[i] = u8::from((alpha < 26) | (b >= 0x80));
+            // `0 1 3 4 5 7 @ $`.
+            let leet_digit = (digit < 8) & (digit != 2) & (digit != 6);
+            leet[i] = u8::from(leet_digit | (b == b'@') | (b == b'$'));
+            let plain = (b.wrapping_sub(b' ') < 0x5f) | (b == b'\t') | (b == b'\n') | (b == b'\r');
+            not_plain |= u8::from(!plain);
         }
-        if (HEX_PAIRS_SPAN..HEX_PAIRS_SPAN + 3).contains(&self.hex_space)
-            && hex_pairs(&bytes[i + 1 - HEX_PAIRS_SPAN..=i])
-        {
-            // "49 67 6e 6f ...": not remembered as a candidate, so decoding searches.
-            self.hex = true;
-            self.n_found = usize::MAX;
+        self.not_plain |= not_plain != 0;
+        let mut pairs = [0u8; BLOCK];
+        pairs[0] = (self.prev_letter & leet[0]) | (self.prev_leet & letter[0]);
+        for i in 1..BLOCK {
+            pairs[i] = (letter[i - 1] & leet[i]) | (leet[i - 1] & letter[i]);
         }
-        self.adjacent += usize::from(leet_pair(self.prev, extra));
-        self.prev = extra;
-        self.line += usize::from(extra & X_SPACE == 0);
-        if b == b'\n' || b == b'\r' {
-            self.leet_line |= leet_dense(self.adjacent, self.line);
-            (self.adjacent, self.line) = (0, 0);
+        let any_pair = words(&pairs).fold(0, |acc, word| acc | word);
+        (self.prev_letter, self.prev_leet) = (letter[BLOCK - 1], leet[BLOCK - 1]);
+
+        let base64 = bits(&base64);
+        let long = run_ends(base64, self.prev_base64, MIN_BASE64_RUN);
+        // Where a run reaches MIN_BASE64_RUN bytes: long here, not one byte earlier.
+        let mut reached = (long & !(long << 1)) >> BLOCK;
+        while reached != 0 {
+            let end = base + reached.trailing_zeros() as usize;
+            if end >= self.examined {
+                self.examine_run(bytes, end + 1 - MIN_BASE64_RUN);
+            }
+            reached &= reached - 1;
         }
+        self.prev_base64 = base64;
+
+        let hex_space = bits(&hex_space);
+        if !self.hex_pairs {
+            // A hex-or-space run just long enough for eight pairs, or a byte or two longer: runs
+            // of 16 that were runs of 16 already 7 bytes back, but not 10.
+            let runs = run_ends(hex_space, self.prev_hex_space, 16);
+            let long = runs & (runs << (HEX_PAIRS_SPAN - 16));
+            let longer = runs & (runs << (HEX_PAIRS_SPAN + 3 - 16));
+            let mut spans = (long & !longer) >> BLOCK;
+            while spans != 0 {
+                let end = base + spans.trailing_zeros() as usize;
+                if hex_pairs(&bytes[end + 1 - HEX_PAIRS_SPAN..=end]) {
+                    // "49 67 6e 6f ...": not remembered as a candidate, so decoding searches.
+                    (self.hex, self.hex_pairs, self.n_found) = (true, true, usize::MAX);
+                    break;
+                }
+                spans &= spans - 1;
+            }
+        }
+        self.prev_hex_space = hex_space;
+
+        if any_pair != 0 && !self.leet_line {
+            self.leet_pairs(bytes, base, bits(&pairs));
+        }
+    }
+
+    /// Counts the letter/leet neighbours at `pairs` of the block at `base`, line by line.
+    #[inline(never)]
+    fn leet_pairs(&mut self, bytes: &[u8], base: usize, mut pairs: u64) {
+        while pairs != 0 {
+            let at = base + pairs.trailing_zeros() as usize;
+            if at > self.line_end {
+                self.end_line(bytes);
+                let line_end = memchr::memchr2(b'\n', b'\r', &bytes[at..]);
+                self.line_end = line_end.map_or(bytes.len(), |p| at + p);
+                (self.adjacent, self.line_pair) = (0, at);
+            }
+            self.adjacent += 1;
+            pairs &= pairs - 1;
+        }
+    }
+
+    /// Whether the line with the neighbours counted so far is dense with them. The line is
+    /// measured only now, once, so this stays linear.
+    fn end_line(&mut self, bytes: &[u8]) {
+        // A line has a byte that is not whitespace for every neighbour, so one with few
+        // neighbours is not dense whatever its length, and need not be measured.
+        if !leet_dense(self.adjacent, self.adjacent) {
+            return;
+        }
+        let before = &bytes[..self.line_pair];
+        let start = memchr::memrchr2(b'\n', b'\r', before).map_or(0, |p| p + 1);
+        let line = &bytes[start..self.line_end];
+        let len = line.iter().filter(|&&b| EXTRA[b as usize] & X_SPACE == 0).count();
+        self.leet_line |= leet_dense(self.adjacent, len);
     }
 
     #[cold]
@@ -1352,48 +1451,81 @@ impl Surveyor {
         self.hex |= hex;
     }
 
-    /// The [`Profile`] of `bytes`, which must be the bytes fed.
-    pub fn finish(self, bytes: &[u8]) -> Profile {
-        Profile::of(self.survey(bytes))
-    }
-
-    fn survey(self, bytes: &[u8]) -> Survey {
+    fn survey(mut self, bytes: &[u8]) -> Survey {
+        self.end_line(bytes);
         let mut s = Survey {
-            plain: is_plain(bytes),
+            plain: !self.not_plain,
             base64: self.base64,
             hex: self.hex,
-            leet_line: self.leet_line || leet_dense(self.adjacent, self.line),
+            leet_line: self.leet_line,
             candidates: (self.n_found <= MAX_CANDIDATES)
                 .then_some((self.found, self.n_found as u8)),
             ..Survey::default()
         };
-        // Fewer specials than escapes make a region are counted only if one is a backslash.
-        let backslash = || memchr::memchr(b'\\', bytes).is_some();
-        if self.specials >= MIN_ESCAPES || (self.specials > 0 && backslash()) {
-            for (i, &b) in bytes.iter().enumerate() {
-                if CLASSES[b as usize] & C_SPECIAL == 0 {
-                    continue;
-                }
-                let next = bytes.get(i + 1).copied().unwrap_or(0);
-                match b {
-                    b'\\' if matches!(next, b'u' | b'x' | b'U') => s.escapes += 1,
-                    b'&' if next == b'#' || next.is_ascii_alphabetic() => s.entities += 1,
-                    b'%' if next.is_ascii_hexdigit()
-                        && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit) =>
-                    {
-                        s.percents += 1
-                    }
-                    _ => {}
-                }
-            }
-        }
+        count_escapes(bytes, &mut s);
         s
     }
 }
 
-/// All ones when `keep`, else zero: a branch-free reset for run counters.
-fn mask(keep: bool) -> usize {
-    0usize.wrapping_sub(usize::from(keep))
+/// Bit `i` set where `flags[i]` is 1 (every flag is 0 or 1). The multiplication gathers the
+/// low bits of eight bytes into the top byte: no two partial products share a bit, so nothing
+/// carries into it.
+#[inline(always)]
+fn bits(flags: &[u8; BLOCK]) -> u64 {
+    let mut mask = 0;
+    for (k, eight) in flags.chunks_exact(8).enumerate() {
+        let word = u64::from_le_bytes(eight.try_into().expect("chunks_exact yields eight bytes"));
+        mask |= (word.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * k);
+    }
+    mask
+}
+
+/// The eight-byte words of a block, for a test of all its flags at once (a fold over its bytes
+/// would not be vectorised).
+#[inline(always)]
+fn words(flags: &[u8; BLOCK]) -> impl Iterator<Item = u64> + '_ {
+    flags.chunks_exact(8).map(|eight| u64::from_le_bytes(eight.try_into().expect("eight bytes")))
+}
+
+/// Where runs of at least `len` set bits end (`len` at most [`BLOCK`]), in `block` preceded by
+/// `before`: bit `BLOCK + i` of the result is bit `i` of `block`, bit `i` of it is of `before`.
+#[inline(always)]
+fn run_ends(block: u64, before: u64, len: usize) -> u128 {
+    let mut run = (u128::from(block) << BLOCK) | u128::from(before);
+    let mut covered = 1;
+    while 2 * covered <= len {
+        run &= run << covered;
+        covered *= 2;
+    }
+    if covered < len {
+        run &= run << (len - covered);
+    }
+    run
+}
+
+/// Counts the escapes, entities and percent-escapes that decoding looks for. Only `\` `&` `%`
+/// start one, so the search skips to them. Fewer than [`MIN_ESCAPES`] of those make no region
+/// unless one is a backslash, and then nothing is counted.
+fn count_escapes(bytes: &[u8], s: &mut Survey) {
+    let (mut specials, mut backslash) = (0, false);
+    for i in memchr::memchr3_iter(b'\\', b'&', b'%', bytes) {
+        specials += 1;
+        let next = bytes.get(i + 1).copied().unwrap_or(0);
+        match bytes[i] {
+            b'\\' => {
+                backslash = true;
+                s.escapes += usize::from(matches!(next, b'u' | b'x' | b'U'));
+            }
+            b'&' => s.entities += usize::from(next == b'#' || next.is_ascii_alphabetic()),
+            _ => {
+                let after = bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+                s.percents += usize::from(next.is_ascii_hexdigit() && after);
+            }
+        }
+    }
+    if specials < MIN_ESCAPES && !backslash {
+        (s.escapes, s.entities, s.percents) = (0, 0, 0);
+    }
 }
 
 /// A line worth a leet view: several letter/leet-digit neighbours, densely (leetspeak has one
@@ -1830,6 +1962,280 @@ fn texty(bytes: &[u8], probe: bool) -> bool {
 mod tests {
     use super::*;
 
+    fn byte_survey(bytes: &[u8]) -> Survey {
+        let mut surveyor = ByteSurveyor::default();
+        for i in 0..bytes.len() {
+            surveyor.feed(bytes, i);
+        }
+        surveyor.survey(bytes)
+    }
+
+    /// The survey as it was taken one byte at a time, kept as the reference that [`survey`] must
+    /// agree with on every input.
+    #[derive(Clone, Debug, Default)]
+    struct ByteSurveyor {
+        run: usize,
+        hex_space: usize,
+        /// The last byte examined by a slow path; a long run is examined once.
+        examined: usize,
+        prev: u8,
+        adjacent: usize,
+        line: usize,
+        specials: usize,
+        base64: bool,
+        hex: bool,
+        leet_line: bool,
+        found: [(u32, u32); MAX_CANDIDATES],
+        n_found: usize,
+    }
+
+    impl ByteSurveyor {
+        /// Takes byte `i` of `bytes` into account. The common path is a table load and a few
+        /// masked counters, no branch that depends on the text; the rare paths fire only where a
+        /// run reaches the length that matters, which prose and code rarely do.
+        #[inline(always)]
+        fn feed(&mut self, bytes: &[u8], i: usize) {
+            let b = bytes[i];
+            let class = CLASSES[b as usize];
+            let extra = EXTRA[b as usize];
+            self.run = (self.run + 1) & mask(class & C_B64 != 0);
+            self.hex_space = (self.hex_space + 1) & mask(class & C_HEX != 0 || b == b' ');
+            self.specials += usize::from(class & C_SPECIAL != 0);
+            if self.run == MIN_BASE64_RUN && i >= self.examined {
+                self.examine_run(bytes, i + 1 - MIN_BASE64_RUN);
+            }
+            if (HEX_PAIRS_SPAN..HEX_PAIRS_SPAN + 3).contains(&self.hex_space)
+                && hex_pairs(&bytes[i + 1 - HEX_PAIRS_SPAN..=i])
+            {
+                // "49 67 6e 6f ...": not remembered as a candidate, so decoding searches.
+                self.hex = true;
+                self.n_found = usize::MAX;
+            }
+            self.adjacent += usize::from(leet_pair(self.prev, extra));
+            self.prev = extra;
+            self.line += usize::from(extra & X_SPACE == 0);
+            if b == b'\n' || b == b'\r' {
+                self.leet_line |= leet_dense(self.adjacent, self.line);
+                (self.adjacent, self.line) = (0, 0);
+            }
+        }
+
+        fn examine_run(&mut self, bytes: &[u8], start: usize) {
+            let end = bytes[start..]
+                .iter()
+                .position(|&c| CLASSES[c as usize] & C_B64 == 0)
+                .map_or(bytes.len(), |p| start + p);
+            self.examined = end;
+            let classes = bytes[start..end].iter().fold(0, |acc, &c| acc | CLASSES[c as usize]);
+            let base64 = base64_candidate(end - start, classes);
+            let (mut hex_run, mut hex) = (0, false);
+            for &c in &bytes[start..end] {
+                hex_run = (hex_run + 1) * usize::from(CLASSES[c as usize] & C_HEX != 0);
+                hex |= hex_run >= MIN_HEX_DIGITS;
+            }
+            if base64 || hex {
+                if self.n_found < MAX_CANDIDATES {
+                    self.found[self.n_found] = (start as u32, end as u32);
+                }
+                self.n_found = self.n_found.saturating_add(1);
+            }
+            self.base64 |= base64;
+            self.hex |= hex;
+        }
+
+        fn survey(self, bytes: &[u8]) -> Survey {
+            let mut s = Survey {
+                plain: is_plain(bytes),
+                base64: self.base64,
+                hex: self.hex,
+                leet_line: self.leet_line || leet_dense(self.adjacent, self.line),
+                candidates: (self.n_found <= MAX_CANDIDATES)
+                    .then_some((self.found, self.n_found as u8)),
+                ..Survey::default()
+            };
+            // Fewer specials than escapes make a region are counted only if one is a backslash.
+            let backslash = || memchr::memchr(b'\\', bytes).is_some();
+            if self.specials >= MIN_ESCAPES || (self.specials > 0 && backslash()) {
+                for (i, &b) in bytes.iter().enumerate() {
+                    if CLASSES[b as usize] & C_SPECIAL == 0 {
+                        continue;
+                    }
+                    let next = bytes.get(i + 1).copied().unwrap_or(0);
+                    match b {
+                        b'\\' if matches!(next, b'u' | b'x' | b'U') => s.escapes += 1,
+                        b'&' if next == b'#' || next.is_ascii_alphabetic() => s.entities += 1,
+                        b'%' if next.is_ascii_hexdigit()
+                            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit) =>
+                        {
+                            s.percents += 1
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            s
+        }
+    }
+
+    /// All ones when `keep`, else zero: a branch-free reset for run counters.
+    fn mask(keep: bool) -> usize {
+        0usize.wrapping_sub(usize::from(keep))
+    }
+
+    /// A small deterministic generator for the survey's property tests (no dependency).
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (self.0 >> 33) as usize % n
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    const BASE64_BYTES: &[u8] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_";
+
+    /// Text made of what the survey counts: base64 and hex runs, spaced hex pairs, leet words,
+    /// escapes, line breaks and multi-byte characters, mixed with ordinary words. Each text
+    /// draws on some of these only, so that it is sometimes plain, sometimes not leet, and so on.
+    fn survey_text(rng: &mut Rng, len: usize) -> Vec<u8> {
+        const WORDS: &[&str] = &[
+            "the ",
+            "words ",
+            "fn main() {",
+            "}\n",
+            "x = y;",
+            " ",
+            " ",
+            "\n",
+            "\t",
+            ".",
+            ",",
+            "a",
+            "Z",
+            "f",
+            "9",
+            "+",
+            "/",
+            "=",
+            "-",
+            "_",
+            "\r\n",
+            "#",
+            "u",
+            "x",
+            "U",
+            "cafe ",
+            "0123456789abcdef",
+            "SGVsbG8gd29y",
+            "bGQ=",
+            "identifier_name_here",
+        ];
+        const ODD: &[&str] = &[
+            "1",
+            "3",
+            "7",
+            "0",
+            "@",
+            "$",
+            "\x0b",
+            "\\",
+            "&",
+            "%",
+            "\\u0041",
+            "\\x41",
+            "&#105;",
+            "&amp;",
+            "%41",
+            "%4",
+            "1gn0r3 ",
+            "4ll ",
+            "pr3v10u5 ",
+            "h4ck ",
+            "0x1f",
+            "u32 ",
+            "a1B2c3D4",
+            "\r",
+        ];
+        const WIDE: &[&str] = &["é", "€", "😀", "\u{200b}", "\0", "\u{feff}"];
+        let mix = rng.below(32);
+        let mut text = Vec::with_capacity(len + 64);
+        while text.len() < len {
+            match rng.below(10) {
+                0 if mix & 1 != 0 => {
+                    let run = 8 + rng.below(40);
+                    text.extend((0..run).map(|_| BASE64_BYTES[rng.below(BASE64_BYTES.len())]));
+                }
+                1 if mix & 2 != 0 => {
+                    let run = 8 + rng.below(40);
+                    text.extend((0..run).map(|_| b"0123456789abcdefABCDEF"[rng.below(22)]));
+                }
+                2 if mix & 4 != 0 => {
+                    for _ in 0..4 + rng.below(8) {
+                        let digits = b"0123456789abcdef";
+                        text.extend([digits[rng.below(16)], digits[rng.below(16)]]);
+                        text.push(if rng.below(12) == 0 { b':' } else { b' ' });
+                    }
+                }
+                3 | 4 if mix & 8 != 0 => text.extend(rng.pick(ODD).as_bytes()),
+                5 if mix & 16 != 0 => text.extend(rng.pick(WIDE).as_bytes()),
+                _ => text.extend(rng.pick(WORDS).as_bytes()),
+            }
+        }
+        text.truncate(len);
+        text
+    }
+
+    #[track_caller]
+    fn check_survey(bytes: &[u8]) {
+        assert_eq!(
+            survey(bytes),
+            byte_survey(bytes),
+            "survey of {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+
+    #[test]
+    fn survey_agrees_with_the_byte_reference() {
+        let mut rng = Rng(0x5eed);
+        for round in 0..6000 {
+            let len = if round % 500 == 499 { 2000 + rng.below(6000) } else { rng.below(300) };
+            check_survey(&survey_text(&mut rng, len));
+        }
+        // Arbitrary bytes, not necessarily UTF-8.
+        for _ in 0..2000 {
+            let len = rng.below(200);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+            check_survey(&bytes);
+        }
+    }
+
+    #[test]
+    fn survey_agrees_with_the_byte_reference_across_blocks() {
+        // Runs of every interesting length, starting on both sides of block boundaries.
+        let runs: [&[u8]; 5] =
+            [b"aB3+", b"0123456789abcdef", b"4f ", b"1gn0r3 ", b"a\\u0041&#105;%41"];
+        for pad in 0..=2 * BLOCK + 2 {
+            for run in runs {
+                for len in [1, 15, 16, 17, 22, 23, 24, 25, 26, 27, 40, 63, 64, 65, 70, 130] {
+                    for tail in [&b""[..], b".", b"\n", b"x", b" 4f"] {
+                        for filler in [b'.', b' ', b'x'] {
+                            let mut text = vec![filler; pad];
+                            text.extend(run.iter().cycle().take(len));
+                            text.extend(tail);
+                            check_survey(&text);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[track_caller]
     fn check_fold(input: &str, expected: &str) {
         assert_eq!(fold(input), expected, "fold({input:?})");
@@ -2107,12 +2513,8 @@ mod tests {
     fn check_profile(input: &str, plain: bool, encoded: bool, leet: bool) {
         let p = profile(input);
         assert_eq!((p.plain, p.encoded, p.leet), (plain, encoded, leet), "profile({input:?})");
-        // The streaming surveyor agrees with the one-shot profile.
-        let mut surveyor = Surveyor::default();
-        for i in 0..input.len() {
-            surveyor.feed(input.as_bytes(), i);
-        }
-        assert_eq!(surveyor.finish(input.as_bytes()), p, "Surveyor on {input:?}");
+        // The block survey agrees with the byte-by-byte one.
+        assert_eq!(p.survey, byte_survey(input.as_bytes()), "survey of {input:?}");
         // What the profile rules out is indeed not there.
         if !encoded {
             check_not_decoded(input);

@@ -45,7 +45,7 @@ use std::ops::Range;
 use regex_lite::{Regex, RegexBuilder};
 use serde_json::Value;
 
-use crate::normalize::{self, Surveyor};
+use crate::normalize;
 
 /// What a finding is about; the ward's action is configured per category.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -597,19 +597,13 @@ impl<'s> Doc<'s> {
     }
 
     fn raw_secrets(&mut self, s: &str, pointer: &str) {
-        self.raw_secrets_surveyed(s, pointer, None);
-    }
-
-    /// [`Doc::raw_secrets`], feeding every byte of `s` to `surveyor` on the way.
-    fn raw_secrets_surveyed(&mut self, s: &str, pointer: &str, surveyor: Option<&mut Surveyor>) {
         let target = self.target.bit();
         let mut found = Vec::new();
         let secrets = &self.scanner.secrets;
-        let complete =
-            secrets.run_surveyed(s, target, true, surveyor, &mut self.work, &mut |rule, m| {
-                found.push((rule.id.clone(), m));
-                true
-            });
+        let complete = secrets.run(s, target, true, &mut self.work, &mut |rule, m| {
+            found.push((rule.id.clone(), m));
+            true
+        });
         self.overloaded(complete, pointer);
         for (id, m) in found {
             let excerpt = mask(&s[m.clone()]);
@@ -659,15 +653,13 @@ impl<'s> Doc<'s> {
         let plain = self.plain;
         let target = self.target.bit();
         let mut secrets = Vec::new();
-        let mut surveyor = Surveyor::default();
         if plain {
-            // One pass for both rule sets, and for the profile.
+            // One pass for both rule sets.
             let mut phrases = Vec::new();
-            let complete = self.scanner.combined.run_surveyed(
+            let complete = self.scanner.combined.run(
                 &joined,
                 target,
                 false,
-                Some(&mut surveyor),
                 &mut self.work,
                 &mut |rule, m| {
                     if rule.category == Category::Secret {
@@ -683,23 +675,17 @@ impl<'s> Doc<'s> {
                 self.push_owned(id, category, excerpt, None, "", "raw");
             }
         } else {
-            let complete = self.scanner.secrets.run_surveyed(
-                &joined,
-                target,
-                true,
-                Some(&mut surveyor),
-                &mut self.work,
-                &mut |rule, m| {
+            let complete =
+                self.scanner.secrets.run(&joined, target, true, &mut self.work, &mut |rule, m| {
                     secrets.push((rule.id.clone(), m));
                     true
-                },
-            );
+                });
             self.overloaded(complete, "");
             let folded = Doc::view(&joined, plain);
             self.phrases_in(&folded, "", if plain { "raw" } else { "folded" });
         }
         self.joined_secrets(secrets, &joined);
-        let profile = surveyor.finish(joined.as_bytes());
+        let profile = normalize::profile(&joined);
         self.leet |= profile.leet;
         self.decoded(&joined, &profile, "");
         let folded = Doc::view(&joined, plain);
@@ -1329,22 +1315,9 @@ impl Engine {
         work: &mut Work,
         on_match: &mut dyn FnMut(&'e Rule, Range<usize>) -> bool,
     ) -> bool {
-        self.run_surveyed(text, target, all, None, work, on_match)
-    }
-
-    /// [`Engine::run`], feeding every byte of `text` to `surveyor` on the way.
-    fn run_surveyed<'e>(
-        &'e self,
-        text: &str,
-        target: u8,
-        all: bool,
-        surveyor: Option<&mut Surveyor>,
-        work: &mut Work,
-        on_match: &mut dyn FnMut(&'e Rule, Range<usize>) -> bool,
-    ) -> bool {
         let bytes = text.as_bytes();
         let mut hits: Vec<(u16, u32, u32)> = Vec::new();
-        self.automaton.find(bytes, surveyor, |anchor, start, end| {
+        self.automaton.find(bytes, |anchor, start, end| {
             let a = &self.anchors[anchor];
             // The automaton knows anchors cut to `MAX_ANCHOR` bytes; so does this check.
             if a.exact.as_ref().is_some_and(|exact| !exact.starts_with(&bytes[start..end])) {
@@ -1826,30 +1799,12 @@ impl Automaton {
     /// `start` is found through a ring of the last [`MAX_ANCHOR`] counted positions.
     ///
     /// Each step waits for the table load of the step before, so a long haystack is walked as
-    /// two halves in step with each other, whose loads overlap; a `surveyor` fed in the same
-    /// loop fills the wait too. The walker of the second half starts a little before it (see
-    /// [`Automaton::resume_point`]) and reports only what ends inside it.
-    fn find(
-        &self,
-        haystack: &[u8],
-        surveyor: Option<&mut Surveyor>,
-        f: impl FnMut(usize, usize, usize),
-    ) {
-        match surveyor {
-            Some(surveyor) => self.find_feeding(haystack, surveyor, f),
-            None => self.find_feeding(haystack, &mut NoSurvey, f),
-        }
-    }
-
-    #[inline(always)]
-    fn find_feeding<F: Feed>(
-        &self,
-        haystack: &[u8],
-        surveyor: &mut F,
-        mut f: impl FnMut(usize, usize, usize),
-    ) {
+    /// two halves in step with each other, whose loads overlap. The walker of the second half
+    /// starts a little before it (see [`Automaton::resume_point`]) and reports only what ends
+    /// inside it.
+    fn find(&self, haystack: &[u8], mut f: impl FnMut(usize, usize, usize)) {
         let n = haystack.len();
-        if !F::FEEDS && n >= WAYS * MIN_SPLIT && self.find_in_parts(haystack, &mut f) {
+        if n >= WAYS * MIN_SPLIT && self.find_in_parts(haystack, &mut f) {
             return;
         }
         let mut first = Walker::default();
@@ -1861,24 +1816,17 @@ impl Automaton {
                 for i in start..mid {
                     second.step(self, haystack, i, &mut |_, _, _| {});
                 }
-                // `n - mid <= mid`, so the surveyor, fed two bytes a step, stays in order.
                 for k in 0..n - mid {
-                    surveyor.feed_byte(haystack, 2 * k);
-                    surveyor.feed_byte(haystack, 2 * k + 1);
                     first.step(self, haystack, k, &mut f);
                     second.step(self, haystack, mid + k, &mut f);
                 }
                 for i in n - mid..mid {
                     first.step(self, haystack, i, &mut f);
                 }
-                for i in 2 * (n - mid)..n {
-                    surveyor.feed_byte(haystack, i);
-                }
                 return;
             }
         }
         for i in 0..n {
-            surveyor.feed_byte(haystack, i);
             first.step(self, haystack, i, &mut f);
         }
     }
@@ -1970,32 +1918,9 @@ impl Automaton {
     }
 }
 
-/// What [`Automaton::find`] feeds each byte to; a trait rather than a closure so that the
-/// feeding is inlined into the walk.
-trait Feed {
-    /// Whether `feed_byte` does anything.
-    const FEEDS: bool = true;
-    fn feed_byte(&mut self, bytes: &[u8], i: usize);
-}
-
-impl Feed for Surveyor {
-    #[inline(always)]
-    fn feed_byte(&mut self, bytes: &[u8], i: usize) {
-        self.feed(bytes, i);
-    }
-}
-
-struct NoSurvey;
-
-impl Feed for NoSurvey {
-    const FEEDS: bool = false;
-    #[inline(always)]
-    fn feed_byte(&mut self, _: &[u8], _: usize) {}
-}
-
 /// Haystacks shorter than this are walked in one piece.
 const MIN_SPLIT: usize = 1 << 10;
-/// Long haystacks without a surveyor are walked in this many parts at once.
+/// Long haystacks are walked in this many parts at once.
 const WAYS: usize = 4;
 /// A second walker that would have to start further back than this before the middle (a long
 /// whitespace run there) is not worth it: the haystack is walked in one piece.
@@ -6332,22 +6257,15 @@ mod tests {
             for (fold, collapse) in [(false, false), (true, false), (true, true)] {
                 let a = Automaton::new(&patterns, fold, collapse);
                 let mut split = Vec::new();
-                a.find(&text, None, |p, start, end| split.push((p, start, end)));
-                let mut surveyor = Surveyor::default();
-                let mut fed = Vec::new();
-                a.find(&text, Some(&mut surveyor), |p, start, end| fed.push((p, start, end)));
+                a.find(&text, |p, start, end| split.push((p, start, end)));
                 let mut one = Vec::new();
                 let mut walker = Walker::default();
                 for i in 0..text.len() {
                     walker.step(&a, &text, i, &mut |p, start, end| one.push((p, start, end)));
                 }
                 split.sort_unstable();
-                fed.sort_unstable();
                 one.sort_unstable();
                 assert_eq!(split, one);
-                assert_eq!(fed, one);
-                let text = std::str::from_utf8(&text).unwrap();
-                assert_eq!(surveyor.finish(text.as_bytes()), normalize::profile(text));
             }
         }
     }
@@ -6356,16 +6274,16 @@ mod tests {
     fn automaton_finds_overlapping_anchors() {
         let a = Automaton::new(&[b"he", b"she", b"hers", b"his"], false, false);
         let mut found = Vec::new();
-        a.find(b"ushers his", None, |p, start, end| found.push((p, start, end)));
+        a.find(b"ushers his", |p, start, end| found.push((p, start, end)));
         assert_eq!(found, [(1, 1, 4), (0, 2, 4), (2, 2, 6), (3, 7, 10)]);
         let ci = Automaton::new(&[b"akia"], true, false);
         let mut n = 0;
-        ci.find(b"AKIA akia AkIa", None, |_, _, _| n += 1);
+        ci.find(b"AKIA akia AkIa", |_, _, _| n += 1);
         assert_eq!(n, 3);
         // Collapsing: a run of whitespace is one space, and `start` is still exact.
         let ws = Automaton::new(&[b"you are now"], true, true);
         let mut found = Vec::new();
-        ws.find(b"So  You\t\n are   NOW here", None, |p, start, end| found.push((p, start, end)));
+        ws.find(b"So  You\t\n are   NOW here", |p, start, end| found.push((p, start, end)));
         assert_eq!(found, [(0, 4, 19)]);
     }
 
