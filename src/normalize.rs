@@ -1166,7 +1166,7 @@ fn escape_regions(bytes: &[u8]) -> Vec<Range<usize>> {
         let next = bytes.get(i + 1).copied().unwrap_or(0);
         let escape = match b {
             b'\\' => matches!(next, b'u' | b'x' | b'U'),
-            b'&' => next == b'#' || next.is_ascii_alphabetic(),
+            b'&' => entity_at(bytes, i),
             _ => next.is_ascii_hexdigit() && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit),
         };
         if !escape {
@@ -1516,7 +1516,7 @@ fn count_escapes(bytes: &[u8], s: &mut Survey) {
                 backslash = true;
                 s.escapes += usize::from(matches!(next, b'u' | b'x' | b'U'));
             }
-            b'&' => s.entities += usize::from(next == b'#' || next.is_ascii_alphabetic()),
+            b'&' => s.entities += usize::from(entity_at(bytes, i)),
             _ => {
                 let after = bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
                 s.percents += usize::from(next.is_ascii_hexdigit() && after);
@@ -1525,6 +1525,21 @@ fn count_escapes(bytes: &[u8], s: &mut Survey) {
     }
     if specials < MIN_ESCAPES && !backslash {
         (s.escapes, s.entities, s.percents) = (0, 0, 0);
+    }
+}
+
+/// Whether the `&` at `i` starts what [`decode_entities`] decodes: `&#` and a digit (or `x` and a
+/// hex digit), or a name of at most ten letters and `;`. A `&` before a word alone is code
+/// (`&str`, `&mut self`) or prose, and counting it would decode every Rust or C++ file.
+fn entity_at(bytes: &[u8], i: usize) -> bool {
+    let rest = &bytes[i + 1..];
+    match rest {
+        [b'#', b'x' | b'X', h, ..] => h.is_ascii_hexdigit(),
+        [b'#', d, ..] => d.is_ascii_digit(),
+        _ => {
+            let name = rest.iter().take(11).take_while(|b| b.is_ascii_alphabetic()).count();
+            (1..=10).contains(&name) && rest.get(name) == Some(&b';')
+        }
     }
 }
 
@@ -2063,7 +2078,7 @@ mod tests {
                     let next = bytes.get(i + 1).copied().unwrap_or(0);
                     match b {
                         b'\\' if matches!(next, b'u' | b'x' | b'U') => s.escapes += 1,
-                        b'&' if next == b'#' || next.is_ascii_alphabetic() => s.entities += 1,
+                        b'&' if entity_at(bytes, i) => s.entities += 1,
                         b'%' if next.is_ascii_hexdigit()
                             && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit) =>
                         {
