@@ -148,6 +148,8 @@ pub struct Msg<'a> {
     pub params: Option<Raw<'a>>,
     pub result: Option<Raw<'a>>,
     pub error: Option<Raw<'a>>,
+    /// The members of `params`, as [`parse`] found them on its way through the line.
+    params_members: Option<Members<'a>>,
 }
 
 /// JSON text already validated by [`parse`]: exactly one JSON value, without the whitespace
@@ -199,9 +201,43 @@ pub enum Kind {
     Response,
 }
 
-impl Msg<'_> {
+impl<'a> Msg<'a> {
     pub fn method(&self) -> &str {
         self.method.as_deref().unwrap_or("")
+    }
+
+    /// [`Raw::members`] of the params, without reading them again: [`parse`] kept where each
+    /// member is while it checked the line, unless there were more than it keeps.
+    pub fn params_members(&self, mut each: impl FnMut(&'a str, Raw<'a>) -> bool) -> Option<()> {
+        match self.params_members {
+            Some(members) if members.len <= MAX_MEMBERS => {
+                for &(key, value) in &members.list[..members.len] {
+                    if !each(key, value) {
+                        break;
+                    }
+                }
+                Some(())
+            }
+            _ => self.params?.members(each),
+        }
+    }
+}
+
+/// How many members of `params` [`parse`] keeps. MCP's params have a handful (`name`,
+/// `arguments`, `_meta`); more than this are found again by reading the params.
+const MAX_MEMBERS: usize = 8;
+
+/// The first [`MAX_MEMBERS`] members of an object: each key's JSON text (quotes included) and
+/// its value; `len` counts them all.
+#[derive(Clone, Copy, Debug)]
+struct Members<'a> {
+    list: [(&'a str, Raw<'a>); MAX_MEMBERS],
+    len: usize,
+}
+
+impl Default for Members<'_> {
+    fn default() -> Self {
+        Members { list: [("", Raw("")); MAX_MEMBERS], len: 0 }
     }
 }
 
@@ -331,6 +367,8 @@ struct Fields<'a> {
     result: Option<Raw<'a>>,
     error: Option<Raw<'a>>,
     duplicate: Option<&'static str>,
+    /// The members of the last `params`, when it is an object.
+    params_members: Option<Members<'a>>,
 }
 
 impl<'a> Fields<'a> {
@@ -382,7 +420,15 @@ impl<'a> Fields<'a> {
             (None, Some(_), true, false) | (None, Some(_), false, true) => Kind::Response,
             (None, Some(_), _, _) => return reject(FrameError::ResultAndError),
         };
-        Ok(Msg { kind, id, method, params, result: self.result, error: self.error })
+        Ok(Msg {
+            kind,
+            id,
+            method,
+            params,
+            result: self.result,
+            error: self.error,
+            params_members: self.params_members.filter(|_| params.is_some()),
+        })
     }
 }
 
@@ -533,12 +579,14 @@ impl IdSniffer {
 /// escapes to check are; each escape is then one look at the byte after its backslash. The cost
 /// is about the same whether a block holds no escape or a dozen.
 mod json {
-    use super::{Fields, Raw};
+    use super::{Fields, Members, Raw};
 
     /// The line is not JSON. Where and why does not matter to anyone: it is `NotJson`.
     pub(super) struct Invalid;
 
-    /// A line that is one valid JSON value.
+    /// A line that is one valid JSON value. The object's fields are large (they keep the params'
+    /// members) and stay unboxed: this is made once per line and unpacked at once.
+    #[allow(clippy::large_enum_variant)]
     pub(super) enum Top<'a> {
         Object(Fields<'a>),
         Array,
@@ -581,7 +629,18 @@ mod json {
                             return Err(Invalid);
                         }
                         let start = ws(b, i + 1);
-                        i = value_end::<PORTABLE>(b, start, &mut nesting)?;
+                        // The params' members are noted on the way, for the checks that read
+                        // `name` and `arguments`; any other value is only checked.
+                        let params = name == Some("params");
+                        if params {
+                            fields.params_members = None;
+                        }
+                        i = if params && b.get(start) == Some(&b'{') {
+                            let members = fields.params_members.insert(Members::default());
+                            object::<PORTABLE>(text, start, members)?
+                        } else {
+                            value_end::<PORTABLE>(b, start, &mut nesting)?
+                        };
                         if let Some(name) = name {
                             fields.set(name, Raw(text.get(start..i).ok_or(Invalid)?));
                         }
@@ -646,6 +705,44 @@ mod json {
             match b.get(i) {
                 Some(b',') => i = ws(b, i + 1),
                 Some(b'}') => return Ok(()),
+                _ => return Err(Invalid),
+            }
+        }
+    }
+
+    /// The index just past the object that starts at `open`, whose members are put in `out`:
+    /// [`value_end`] for an object, keeping what it passes over.
+    fn object<'a, const PORTABLE: bool>(
+        text: &'a str,
+        open: usize,
+        out: &mut Members<'a>,
+    ) -> Result<usize, Invalid> {
+        let b = text.as_bytes();
+        let mut i = ws(b, open + 1);
+        if b.get(i) == Some(&b'}') {
+            return Ok(i + 1);
+        }
+        let mut nesting = Nesting::default();
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return Err(Invalid);
+            }
+            let key_end = string_end::<PORTABLE>(b, i)?;
+            let key = text.get(i..key_end).ok_or(Invalid)?;
+            i = ws(b, key_end);
+            if b.get(i) != Some(&b':') {
+                return Err(Invalid);
+            }
+            let start = ws(b, i + 1);
+            i = value_end::<PORTABLE>(b, start, &mut nesting)?;
+            if let Some(slot) = out.list.get_mut(out.len) {
+                *slot = (key, Raw(text.get(start..i).ok_or(Invalid)?));
+            }
+            out.len += 1;
+            i = ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = ws(b, i + 1),
+                Some(b'}') => return Ok(i + 1),
                 _ => return Err(Invalid),
             }
         }
@@ -1371,6 +1468,29 @@ mod tests {
                         fields.result,
                         fields.error,
                     ];
+                    if let Some(recorded) = fields.params_members {
+                        let mut expected = Vec::new();
+                        fields.params.unwrap().members(|key, value| {
+                            expected.push((key, value.get()));
+                            true
+                        });
+                        let kept = recorded.len.min(MAX_MEMBERS);
+                        let got: Vec<_> = recorded.list[..kept]
+                            .iter()
+                            .map(|&(key, value)| (key, value.get()))
+                            .collect();
+                        assert_eq!(
+                            recorded.len,
+                            expected.len(),
+                            "{how}: params members of {text:?}"
+                        );
+                        assert_eq!(got, expected[..kept], "{how}: params members of {text:?}");
+                    }
+                    assert_eq!(
+                        fields.params_members.is_some(),
+                        fields.params.is_some_and(|raw| raw.get().starts_with('{')),
+                        "{how}: params members kept or not: {text:?}"
+                    );
                     for (name, got) in ["jsonrpc", "id", "method", "params", "result", "error"]
                         .into_iter()
                         .zip(got)
