@@ -188,7 +188,7 @@ impl<'a> Ctx<'a> {
     pub fn action(&self) -> Result<&ActionParams<'a>, Deny> {
         let action = self.action.get_or_init(|| {
             let Some(raw) = self.msg.params else { return Ok(ActionParams::default()) };
-            if let Some(action) = plain_action(raw) {
+            if let Some(action) = plain_action(self.msg) {
                 return Ok(action);
             }
             let mut de = serde_json::Deserializer::from_str(raw.get());
@@ -432,15 +432,16 @@ impl<'de> Visitor<'de> for ActionVisitor {
     }
 }
 
-/// [`ActionVisitor`]'s reading of params the frame already checked, found by a scan of the top
-/// level alone, with no second check of the values. `None` for anything out of the common way
-/// (not an object, a key with an escape, a key given twice, a name that is not a string), which
-/// is left to `ActionVisitor`, for the same verdict and the same error.
-fn plain_action(params: Raw<'_>) -> Option<ActionParams<'_>> {
+/// [`ActionVisitor`]'s reading of the params, from the members the frame noted while it checked
+/// the line ([`Msg::params_members`]), so the arguments are not read a second time. `None` for
+/// anything out of the common way (no params object, a key with an escape, a key given twice, a
+/// name that is not a string), which is left to `ActionVisitor`, for the same verdict and the
+/// same error.
+fn plain_action<'a>(msg: &Msg<'a>) -> Option<ActionParams<'a>> {
     let mut out = ActionParams::default();
     let mut seen = [false; 4];
     let mut plain = true;
-    params.members(|key, raw| {
+    msg.params_members(|key, raw| {
         let key = &key[1..key.len() - 1];
         if key.contains('\\') {
             plain = false;
@@ -467,6 +468,7 @@ fn string_of(text: &str) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame;
 
     #[test]
     fn error_lines() {
@@ -534,17 +536,29 @@ mod tests {
             format!(r#"{{"name":"t","x":{deep}}}"#),
             format!(r#"{{"name":"t","_meta":{deep}}}"#),
         ];
+        let line =
+            |params: &str| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{params}}}"#);
         for text in &texts {
-            let raw = Raw::parse(text).unwrap();
-            if let Some(fast) = plain_action(raw) {
+            let line = line(text);
+            let msg = frame::parse(line.as_bytes()).unwrap();
+            if let Some(fast) = plain_action(&msg) {
                 let slow = serde_view(text).unwrap_or_else(|err| panic!("{text}: {err}"));
                 assert_eq!(shape(&fast), shape(&slow), "{text}");
             }
         }
-        assert!(plain_action(Raw::parse(r#"{"name":"a","name":"b"}"#).unwrap()).is_none());
-        assert!(plain_action(Raw::parse(r#"{"name":7}"#).unwrap()).is_none());
-        assert!(plain_action(Raw::parse("[1]").unwrap()).is_none());
-        assert!(plain_action(Raw::parse(r#"{"n\u0061me":"a"}"#).unwrap()).is_none());
+        let plain = |params: &str| {
+            let line = line(params);
+            plain_action(&frame::parse(line.as_bytes()).unwrap()).is_some()
+        };
+        assert!(!plain(r#"{"name":"a","name":"b"}"#));
+        assert!(!plain(r#"{"name":7}"#));
+        assert!(!plain(r#"{"n\u0061me":"a"}"#));
+        assert!(!plain("null"));
+        // More members than the frame keeps are read from the params again.
+        let many = (0..20).map(|n| format!(r#""k{n}":{n}"#)).collect::<Vec<_>>().join(",");
+        let many = line(&format!(r#"{{{many},"name":"t"}}"#));
+        let msg = frame::parse(many.as_bytes()).unwrap();
+        assert_eq!(plain_action(&msg).unwrap().name.as_deref(), Some("t"));
     }
 
     #[test]

@@ -148,6 +148,8 @@ pub struct Msg<'a> {
     pub params: Option<Raw<'a>>,
     pub result: Option<Raw<'a>>,
     pub error: Option<Raw<'a>>,
+    /// The members of `params`, as [`parse`] found them on its way through the line.
+    params_members: Option<Members<'a>>,
 }
 
 /// JSON text already validated by [`parse`]: exactly one JSON value, without the whitespace
@@ -199,9 +201,43 @@ pub enum Kind {
     Response,
 }
 
-impl Msg<'_> {
+impl<'a> Msg<'a> {
     pub fn method(&self) -> &str {
         self.method.as_deref().unwrap_or("")
+    }
+
+    /// [`Raw::members`] of the params, without reading them again: [`parse`] kept where each
+    /// member is while it checked the line, unless there were more than it keeps.
+    pub fn params_members(&self, mut each: impl FnMut(&'a str, Raw<'a>) -> bool) -> Option<()> {
+        match self.params_members {
+            Some(members) if members.len <= MAX_MEMBERS => {
+                for &(key, value) in &members.list[..members.len] {
+                    if !each(key, value) {
+                        break;
+                    }
+                }
+                Some(())
+            }
+            _ => self.params?.members(each),
+        }
+    }
+}
+
+/// How many members of `params` [`parse`] keeps. MCP's params have a handful (`name`,
+/// `arguments`, `_meta`); more than this are found again by reading the params.
+const MAX_MEMBERS: usize = 8;
+
+/// The first [`MAX_MEMBERS`] members of an object: each key's JSON text (quotes included) and
+/// its value; `len` counts them all.
+#[derive(Clone, Copy, Debug)]
+struct Members<'a> {
+    list: [(&'a str, Raw<'a>); MAX_MEMBERS],
+    len: usize,
+}
+
+impl Default for Members<'_> {
+    fn default() -> Self {
+        Members { list: [("", Raw("")); MAX_MEMBERS], len: 0 }
     }
 }
 
@@ -300,7 +336,7 @@ pub fn parse(line: &[u8]) -> Result<Msg<'_>, Rejected<'_>> {
 /// be valid JSON (a [`Raw`], or a part of one that starts at a value): the first quote after an
 /// even run of backslashes. For the checks that read inside params the frame already checked.
 pub(crate) fn string_end(text: &[u8], open: usize) -> Option<usize> {
-    json::string_end::<true>(text, open).ok()
+    json::string_end::<false>(text, open).ok()
 }
 
 /// The canonical text of a valid `id`, used to match a response to its request: strings are
@@ -331,6 +367,8 @@ struct Fields<'a> {
     result: Option<Raw<'a>>,
     error: Option<Raw<'a>>,
     duplicate: Option<&'static str>,
+    /// The members of the last `params`, when it is an object.
+    params_members: Option<Members<'a>>,
 }
 
 impl<'a> Fields<'a> {
@@ -382,7 +420,15 @@ impl<'a> Fields<'a> {
             (None, Some(_), true, false) | (None, Some(_), false, true) => Kind::Response,
             (None, Some(_), _, _) => return reject(FrameError::ResultAndError),
         };
-        Ok(Msg { kind, id, method, params, result: self.result, error: self.error })
+        Ok(Msg {
+            kind,
+            id,
+            method,
+            params,
+            result: self.result,
+            error: self.error,
+            params_members: self.params_members.filter(|_| params.is_some()),
+        })
     }
 }
 
@@ -526,19 +572,21 @@ impl IdSniffer {
 /// depth limit too), and it decodes a top-level key only when it has a backslash.
 ///
 /// Why not serde_json: skipping a string costs it a call per escape sequence, and MCP payloads
-/// are mostly strings of code and JSON with an escape every dozen bytes. Here a line is first
-/// screened in one vectorisable pass ([`plain`]): when it has no control bytes and every
-/// backslash starts one of the common two-byte escapes (`\"` `\\` `\/` `\n` `\r` `\t`), every
-/// string in it is valid, and its end is the first quote after an even run of backslashes, which
-/// `memchr` finds. Other lines (a `\u`, `\b` or `\f` escape, a tab between tokens, an error)
-/// check each string they hold: the same screen, then escape by escape.
+/// are mostly strings of code and JSON with an escape every dozen bytes. Here a string is read
+/// 64 bytes at a time: one mask each of its quotes, backslashes and control bytes, from which a
+/// few operations on the masks tell which bytes are escaped (those after an odd run of
+/// backslashes), so where the string ends, whether a control byte comes before, and where the
+/// escapes to check are; each escape is then one look at the byte after its backslash. The cost
+/// is about the same whether a block holds no escape or a dozen.
 mod json {
-    use super::{Fields, Raw};
+    use super::{Fields, Members, Raw};
 
     /// The line is not JSON. Where and why does not matter to anyone: it is `NotJson`.
     pub(super) struct Invalid;
 
-    /// A line that is one valid JSON value.
+    /// A line that is one valid JSON value. The object's fields are large (they keep the params'
+    /// members) and stay unboxed: this is made once per line and unpacked at once.
+    #[allow(clippy::large_enum_variant)]
     pub(super) enum Top<'a> {
         Object(Fields<'a>),
         Array,
@@ -547,13 +595,7 @@ mod json {
 
     /// Checks `text` and, for an object, records the members [`Fields`] knows.
     pub(super) fn top(text: &str) -> Result<Top<'_>, Invalid> {
-        let b = text.as_bytes();
-        let body = &b[..b.len() - trailing_ws(b)];
-        if plain(body) {
-            top_with::<true>(text)
-        } else {
-            top_with::<false>(text)
-        }
+        top_with::<false>(text)
     }
 
     /// `text` without the whitespace around it, if it is exactly one JSON value.
@@ -564,8 +606,8 @@ mod json {
         (ws(b, end) == b.len()).then(|| text.get(start..end))?
     }
 
-    /// `PLAIN`: the whole line passed [`plain`], so strings need only their end found.
-    pub(super) fn top_with<const PLAIN: bool>(text: &str) -> Result<Top<'_>, Invalid> {
+    /// [`top`], with the string classifier `PORTABLE` picks (see [`string_end`]).
+    pub(super) fn top_with<const PORTABLE: bool>(text: &str) -> Result<Top<'_>, Invalid> {
         let b = text.as_bytes();
         let mut nesting = Nesting::default();
         let mut i = ws(b, 0);
@@ -580,14 +622,25 @@ mod json {
                         if b.get(i) != Some(&b'"') {
                             return Err(Invalid);
                         }
-                        let key_end = string_end::<PLAIN>(b, i)?;
+                        let key_end = string_end::<PORTABLE>(b, i)?;
                         let name = member(&b[i + 1..key_end - 1])?;
                         i = ws(b, key_end);
                         if b.get(i) != Some(&b':') {
                             return Err(Invalid);
                         }
                         let start = ws(b, i + 1);
-                        i = value_end::<PLAIN>(b, start, &mut nesting)?;
+                        // The params' members are noted on the way, for the checks that read
+                        // `name` and `arguments`; any other value is only checked.
+                        let params = name == Some("params");
+                        if params {
+                            fields.params_members = None;
+                        }
+                        i = if params && b.get(start) == Some(&b'{') {
+                            let members = fields.params_members.insert(Members::default());
+                            object::<PORTABLE>(text, start, members)?
+                        } else {
+                            value_end::<PORTABLE>(b, start, &mut nesting)?
+                        };
                         if let Some(name) = name {
                             fields.set(name, Raw(text.get(start..i).ok_or(Invalid)?));
                         }
@@ -605,11 +658,11 @@ mod json {
                 Top::Object(fields)
             }
             Some(b'[') => {
-                i = value_end::<PLAIN>(b, i, &mut nesting)?;
+                i = value_end::<PORTABLE>(b, i, &mut nesting)?;
                 Top::Array
             }
             _ => {
-                i = value_end::<PLAIN>(b, i, &mut nesting)?;
+                i = value_end::<PORTABLE>(b, i, &mut nesting)?;
                 Top::Other
             }
         };
@@ -637,14 +690,14 @@ mod json {
             if b.get(i) != Some(&b'"') {
                 return Err(Invalid);
             }
-            let key_end = string_end::<true>(b, i)?;
+            let key_end = string_end::<false>(b, i)?;
             let key = &text[i..key_end];
             i = ws(b, key_end);
             if b.get(i) != Some(&b':') {
                 return Err(Invalid);
             }
             i = ws(b, i + 1);
-            let end = value_end::<true>(b, i, &mut nesting)?;
+            let end = value_end::<false>(b, i, &mut nesting)?;
             if !each(key, Raw(&text[i..end])) {
                 return Ok(());
             }
@@ -657,9 +710,47 @@ mod json {
         }
     }
 
+    /// The index just past the object that starts at `open`, whose members are put in `out`:
+    /// [`value_end`] for an object, keeping what it passes over.
+    fn object<'a, const PORTABLE: bool>(
+        text: &'a str,
+        open: usize,
+        out: &mut Members<'a>,
+    ) -> Result<usize, Invalid> {
+        let b = text.as_bytes();
+        let mut i = ws(b, open + 1);
+        if b.get(i) == Some(&b'}') {
+            return Ok(i + 1);
+        }
+        let mut nesting = Nesting::default();
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return Err(Invalid);
+            }
+            let key_end = string_end::<PORTABLE>(b, i)?;
+            let key = text.get(i..key_end).ok_or(Invalid)?;
+            i = ws(b, key_end);
+            if b.get(i) != Some(&b':') {
+                return Err(Invalid);
+            }
+            let start = ws(b, i + 1);
+            i = value_end::<PORTABLE>(b, start, &mut nesting)?;
+            if let Some(slot) = out.list.get_mut(out.len) {
+                *slot = (key, Raw(text.get(start..i).ok_or(Invalid)?));
+            }
+            out.len += 1;
+            i = ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = ws(b, i + 1),
+                Some(b'}') => return Ok(i + 1),
+                _ => return Err(Invalid),
+            }
+        }
+    }
+
     /// The index just past the value that starts at `i` (not at whitespace). Iterative: the
     /// containers around the current value live in `nesting`, not on the call stack.
-    fn value_end<const PLAIN: bool>(
+    fn value_end<const PORTABLE: bool>(
         b: &[u8],
         mut i: usize,
         nesting: &mut Nesting,
@@ -672,7 +763,7 @@ mod json {
                         i += 1;
                     } else {
                         nesting.push(true);
-                        i = member_value::<PLAIN>(b, i)?;
+                        i = member_value::<PORTABLE>(b, i)?;
                         continue 'value;
                     }
                 }
@@ -685,7 +776,7 @@ mod json {
                         continue 'value;
                     }
                 }
-                b'"' => i = string_end::<PLAIN>(b, i)?,
+                b'"' => i = string_end::<PORTABLE>(b, i)?,
                 b't' => i = literal(b, i, b"true")?,
                 b'f' => i = literal(b, i, b"false")?,
                 b'n' => i = literal(b, i, b"null")?,
@@ -698,7 +789,7 @@ mod json {
                     Some(b',') => {
                         i = ws(b, i + 1);
                         if object {
-                            i = member_value::<PLAIN>(b, i)?;
+                            i = member_value::<PORTABLE>(b, i)?;
                         }
                         continue 'value;
                     }
@@ -713,115 +804,218 @@ mod json {
     }
 
     /// Reads `"key" :` from `i` and returns where the value starts.
-    fn member_value<const PLAIN: bool>(b: &[u8], i: usize) -> Result<usize, Invalid> {
+    fn member_value<const PORTABLE: bool>(b: &[u8], i: usize) -> Result<usize, Invalid> {
         if b.get(i) != Some(&b'"') {
             return Err(Invalid);
         }
-        let i = ws(b, string_end::<PLAIN>(b, i)?);
+        let i = ws(b, string_end::<PORTABLE>(b, i)?);
         if b.get(i) != Some(&b':') {
             return Err(Invalid);
         }
         Ok(ws(b, i + 1))
     }
 
-    /// The index just past the string whose opening quote is at `open`.
+    /// The index just past the string whose opening quote is at `open`, having checked what is
+    /// between the quotes as serde_json does: no control byte, and every backslash starts one
+    /// of the escapes JSON has (`\u` with four hex digits).
+    ///
+    /// `PORTABLE` picks the classifier that works a word at a time, which the tests hold against
+    /// the vector one; other architectures always use it.
     #[inline]
-    pub(super) fn string_end<const PLAIN: bool>(b: &[u8], open: usize) -> Result<usize, Invalid> {
+    pub(super) fn string_end<const PORTABLE: bool>(
+        b: &[u8],
+        open: usize,
+    ) -> Result<usize, Invalid> {
         let start = open + 1;
-        let mut close = start;
+        // Most strings in a message are short and plain (keys, `"2.0"`, method names): one look
+        // at sixteen bytes ends them.
+        if let Some(chunk) = b.get(start..start + 16) {
+            let [quotes, backslashes, controls] = classify::<PORTABLE>(chunk);
+            let before = quotes.wrapping_sub(1) & !quotes;
+            if quotes != 0 && (backslashes | controls) & before == 0 {
+                return Ok(start + quotes.trailing_zeros() as usize + 1);
+            }
+        }
+        let mut at = start;
+        // Whether the byte at `at` is escaped by a backslash at the end of the block before.
+        let mut carry = 0;
+        let mut padded = [b' '; BLOCK];
         loop {
-            close = quote(b, close).ok_or(Invalid)?;
-            let run = b[start..close].iter().rev().take_while(|&&c| c == b'\\').count();
-            if run % 2 == 0 {
-                break;
-            }
-            close += 1;
-        }
-        // The rule above finds the end whenever the escapes before it are valid; when they
-        // are not, the check below fails, as serde_json would on the first bad escape.
-        if !PLAIN && !plain(&b[start..=close]) {
-            contents(&b[start..close])?;
-        }
-        Ok(close + 1)
-    }
-
-    /// The index of the first `"` at or after `from`. Most strings in a message are short (keys,
-    /// `"2.0"`, method names), so the first sixteen bytes are looked at a word at a time before
-    /// `memchr`, which costs a call and some set-up.
-    #[inline]
-    fn quote(b: &[u8], from: usize) -> Option<usize> {
-        const ONES: u64 = u64::from_le_bytes([1; 8]);
-        const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
-        let mut at = from;
-        while let Some(word) = b.get(at..at + 8).and_then(|word| <[u8; 8]>::try_from(word).ok()) {
-            // A zero byte of `x` (a quote in `word`) sets the high bit of its byte here; a byte
-            // above it may be set too, so only the lowest one counts.
-            let x = u64::from_le_bytes(word) ^ (ONES * u64::from(b'"'));
-            let quotes = x.wrapping_sub(ONES) & !x & HIGH;
-            if quotes != 0 {
-                return Some(at + quotes.trailing_zeros() as usize / 8);
-            }
-            at += 8;
-            if at - from == 16 {
-                break;
-            }
-        }
-        memchr::memchr(b'"', b.get(at..)?).map(|found| at + found)
-    }
-
-    /// Checks what is between a string's quotes, escape by escape.
-    fn contents(s: &[u8]) -> Result<(), Invalid> {
-        // A fold over whole chunks (vectorised), not an `any` that stops at each byte.
-        if s.chunks(64).any(|chunk| chunk.iter().fold(false, |found, &c| found | (c < 0x20))) {
-            return Err(Invalid);
-        }
-        let mut i = 0;
-        while let Some(at) = memchr::memchr(b'\\', &s[i..]) {
-            i += at;
-            i += match s.get(i + 1) {
-                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
-                Some(b'u')
-                    if s.get(i + 2..i + 6)
-                        .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) =>
-                {
-                    6
+            let (block, last) = match b.get(at..at + BLOCK) {
+                Some(block) => (block, false),
+                None => {
+                    // The rest of the line, padded with spaces: no quote, backslash or control.
+                    let rest = b.get(at..).unwrap_or_default();
+                    padded[..rest.len()].copy_from_slice(rest);
+                    (&padded[..], true)
                 }
-                _ => return Err(Invalid),
             };
+            let [quotes, backslashes, controls] = classify_block::<PORTABLE>(block);
+            let (escaped, carry_out) = escaped(backslashes, carry);
+            let ends = quotes & !escaped;
+            let before = ends.wrapping_sub(1) & !ends;
+            if controls & before != 0 {
+                return Err(Invalid);
+            }
+            // What follows each backslash, looked up in a table: a `match` here jumps to a place
+            // per escape letter, in an order no branch predictor learns. `\u` needs its digits.
+            let escapes = escaped & before;
+            let mut kinds = 0;
+            let mut rest = escapes;
+            while rest != 0 {
+                kinds |= ESCAPE[usize::from(block[rest.trailing_zeros() as usize])];
+                rest &= rest - 1;
+            }
+            if kinds != 0 && (kinds & BAD != 0 || !unicode_escapes(b, at, escapes)) {
+                return Err(Invalid);
+            }
+            if ends != 0 {
+                return Ok(at + ends.trailing_zeros() as usize + 1);
+            }
+            if last {
+                return Err(Invalid);
+            }
+            carry = carry_out;
+            at += BLOCK;
         }
-        Ok(())
     }
 
-    /// Whether `b` has no control byte and every backslash in it is followed by a byte that
-    /// makes one of the common two-byte escapes. Written as a branch-free reduction over
-    /// fixed-size chunks, so the compiler vectorises it; every byte tested here costs a compare
-    /// per byte of the line, which is why the rare `\b` and `\f` are left to [`contents`].
-    fn plain(b: &[u8]) -> bool {
-        const CHUNK: usize = 64;
-        fn any_bad(bytes: &[u8], next: &[u8]) -> bool {
-            let mut found = false;
-            for (&c, &next) in bytes[..CHUNK].iter().zip(&next[..CHUNK]) {
-                let escape = matches!(next, b'"' | b'\\' | b'/' | b'n' | b'r' | b't');
-                found |= (c == b'\\') & !escape | (c < 0x20);
+    /// Bytes a string is scanned by at a time, one bit of a `u64` each.
+    const BLOCK: usize = 64;
+
+    /// What the byte after an escaping backslash makes of the escape: 0 for a two-byte escape,
+    /// [`BAD`] for none, [`UNICODE`] for `\u`, which is valid only with four hex digits after it.
+    const ESCAPE: [u8; 256] = {
+        let mut table = [BAD; 256];
+        let mut simple: &[u8] = b"\"\\/bfnrt";
+        while let [c, rest @ ..] = simple {
+            table[*c as usize] = 0;
+            simple = rest;
+        }
+        table[b'u' as usize] = UNICODE;
+        table
+    };
+    const BAD: u8 = 1;
+    const UNICODE: u8 = 2;
+
+    /// Whether each `\u` among the escaped bytes `escapes` of the block at `at` has four hex
+    /// digits after it.
+    #[cold]
+    fn unicode_escapes(b: &[u8], at: usize, mut escapes: u64) -> bool {
+        while escapes != 0 {
+            let i = at + escapes.trailing_zeros() as usize;
+            if b.get(i) == Some(&b'u')
+                && !b.get(i + 1..i + 5).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            {
+                return false;
             }
-            found
+            escapes &= escapes - 1;
         }
-        let Some((&last, _)) = b.split_last() else { return true };
-        if last == b'\\' || last < 0x20 {
-            return false;
+        true
+    }
+
+    /// Which bytes of a block are escaped, given the backslashes in it and whether its first
+    /// byte is escaped (`carry`, 0 or 1); and whether the first byte of the next block is.
+    ///
+    /// A byte is escaped when the run of backslashes just before it has odd length. The
+    /// arithmetic is simdjson's: a subtraction runs a borrow through each run of backslashes,
+    /// and the odd-bit mask it starts from makes where the borrow stops depend on the parity of
+    /// the run. A block costs the same few operations however many escapes it holds, where a
+    /// scan that stops at each quote or escape pays for each (`escaped_masks` in the tests holds
+    /// it against the rule written out byte by byte).
+    #[inline]
+    pub(super) fn escaped(backslashes: u64, carry: u64) -> (u64, u64) {
+        const ODD: u64 = 0xAAAA_AAAA_AAAA_AAAA;
+        // A backslash that is itself escaped starts nothing.
+        let starts = backslashes & !carry;
+        let escape_and_terminal = (((starts << 1) | ODD).wrapping_sub(starts)) ^ ODD;
+        let escaped = escape_and_terminal ^ (backslashes | carry);
+        let escape = escape_and_terminal & backslashes;
+        (escaped, escape >> 63)
+    }
+
+    /// [`classify`] for a whole block.
+    #[inline]
+    fn classify_block<const PORTABLE: bool>(block: &[u8]) -> [u64; 3] {
+        let mut masks = [0; 3];
+        for (idx, chunk) in block[..BLOCK].chunks_exact(16).enumerate() {
+            for (mask, part) in masks.iter_mut().zip(classify::<PORTABLE>(chunk)) {
+                *mask |= u64::from(part) << (16 * idx);
+            }
         }
-        // Each byte but the last, beside the byte after it.
-        let (bytes, next) = (&b[..b.len() - 1], &b[1..]);
-        let mut pairs = bytes.chunks_exact(CHUNK).zip(next.chunks_exact(CHUNK));
-        if pairs.any(|(bytes, next)| any_bad(bytes, next)) {
-            return false;
+        masks
+    }
+
+    /// Bit `i` of each mask tells whether byte `i` of the sixteen is a quote, a backslash, a
+    /// control byte.
+    #[inline(always)]
+    pub(super) fn classify<const PORTABLE: bool>(chunk: &[u8]) -> [u16; 3] {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        if !PORTABLE {
+            return sse2::classify(chunk);
         }
-        // The rest, padded with spaces (harmless on both sides) to a whole chunk.
-        let rest = bytes.len() % CHUNK;
-        let mut tail = [[b' '; CHUNK]; 2];
-        tail[0][..rest].copy_from_slice(&bytes[bytes.len() - rest..]);
-        tail[1][..rest].copy_from_slice(&next[next.len() - rest..]);
-        !any_bad(&tail[0], &tail[1])
+        let mut masks = [0; 3];
+        for (half, word) in chunk[..16].chunks_exact(8).enumerate() {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            for (mask, bytes) in masks.iter_mut().zip([
+                zero_bytes(word ^ (ONES * u64::from(b'"'))),
+                zero_bytes(word ^ (ONES * u64::from(b'\\'))),
+                below_0x20(word),
+            ]) {
+                *mask |= pack(bytes) << (8 * half);
+            }
+        }
+        masks
+    }
+
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const LOW: u64 = u64::from_le_bytes([0x7F; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+
+    /// The high bit of each zero byte of `x`. Exact: the low seven bits of a byte are added to
+    /// 0x7F apart, so no carry reaches the next byte.
+    #[inline(always)]
+    fn zero_bytes(x: u64) -> u64 {
+        !(((x & LOW) + LOW) | x) & HIGH
+    }
+
+    /// The high bit of each byte of `x` below 0x20, exactly (as in [`zero_bytes`]).
+    #[inline(always)]
+    fn below_0x20(x: u64) -> u64 {
+        !(((x & LOW) + ONES * 0x60) | x) & HIGH
+    }
+
+    /// The high bits of the eight bytes of `x`, as eight bits. The multiplier moves each one to
+    /// its place in the top byte; no two partial products meet, so nothing carries.
+    #[inline(always)]
+    fn pack(x: u64) -> u16 {
+        ((x >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u16
+    }
+
+    /// The vector classifier: three compares and three byte masks per sixteen bytes. The
+    /// compiler does not make `pmovmskb` from a loop, and a mask is the whole point here.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[allow(unsafe_code)]
+    mod sse2 {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+
+        #[inline(always)]
+        pub(super) fn classify(chunk: &[u8]) -> [u16; 3] {
+            let chunk = &chunk[..16];
+            // SAFETY: SSE2 is enabled at compile time (the `cfg` above; every x86_64 CPU has
+            // it), and the unaligned load reads exactly the sixteen bytes `chunk` borrows.
+            unsafe {
+                let v = _mm_loadu_si128(chunk.as_ptr().cast());
+                let quotes = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)));
+                let backslashes = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)));
+                // Below 0x20 exactly when the unsigned minimum with 0x1F leaves the byte as is.
+                let controls =
+                    _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v));
+                [quotes as u16, backslashes as u16, controls as u16]
+            }
+        }
     }
 
     /// Which member [`Fields`] records `key` names (the text between its quotes, already
@@ -952,10 +1146,6 @@ mod json {
             i += 1;
         }
         i
-    }
-
-    fn trailing_ws(b: &[u8]) -> usize {
-        b.iter().rev().take_while(|&&c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')).count()
     }
 
     /// The containers around the current value, one bit per level (set for an object). The
@@ -1239,15 +1429,15 @@ mod tests {
         Ok(Some(members))
     }
 
-    /// Asserts that both ways of checking `text` (screened and escape by escape) agree with
+    /// Asserts that both ways of checking `text` (either string classifier) agree with
     /// serde_json: the same verdict, the same kind of value, the same members; and that
     /// `Raw::parse` agrees with `serde_json::from_str::<&RawValue>`. Returns the verdict.
     #[track_caller]
     fn agrees(text: &str) -> bool {
         let expected = serde_view(text);
-        let plain = json::top(text);
-        let exact = json::top_with::<false>(text);
-        for (how, got) in [("screened", plain), ("exact", exact)] {
+        let vector = json::top(text);
+        let portable = json::top_with::<true>(text);
+        for (how, got) in [("vector", vector), ("portable", portable)] {
             match (&expected, got) {
                 (Err(()), Err(json::Invalid)) => {}
                 (Ok(None), Ok(json::Top::Array | json::Top::Other)) => {
@@ -1278,6 +1468,29 @@ mod tests {
                         fields.result,
                         fields.error,
                     ];
+                    if let Some(recorded) = fields.params_members {
+                        let mut expected = Vec::new();
+                        fields.params.unwrap().members(|key, value| {
+                            expected.push((key, value.get()));
+                            true
+                        });
+                        let kept = recorded.len.min(MAX_MEMBERS);
+                        let got: Vec<_> = recorded.list[..kept]
+                            .iter()
+                            .map(|&(key, value)| (key, value.get()))
+                            .collect();
+                        assert_eq!(
+                            recorded.len,
+                            expected.len(),
+                            "{how}: params members of {text:?}"
+                        );
+                        assert_eq!(got, expected[..kept], "{how}: params members of {text:?}");
+                    }
+                    assert_eq!(
+                        fields.params_members.is_some(),
+                        fields.params.is_some_and(|raw| raw.get().starts_with('{')),
+                        "{how}: params members kept or not: {text:?}"
+                    );
                     for (name, got) in ["jsonrpc", "id", "method", "params", "result", "error"]
                         .into_iter()
                         .zip(got)
@@ -1411,6 +1624,100 @@ mod tests {
         valid(&format!("[{}1{}]", "{\"a\":[".repeat(depth), "]}".repeat(depth)));
         invalid(&format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth - 1)));
         invalid(&format!("[{}1{}]", "{\"a\":[".repeat(depth), "}]".repeat(depth)));
+    }
+
+    /// Strings around the 16- and 64-byte steps of the string scan: backslash runs of every
+    /// length ending at every offset, before a quote, an escape letter, a bad escape or a
+    /// control byte, inside short and long strings, alone on the line or followed by more.
+    #[test]
+    fn json_strings_at_block_edges() {
+        let after: [&str; 8] = ["\"", "n", "u0041", "u00G1", "x", "\u{1}", "\u{1f}", "é"];
+        for run in 0..=67 {
+            for lead in 0..=130 {
+                let lead = "a".repeat(lead);
+                let run = "\\".repeat(run);
+                for next in after {
+                    for rest in ["\"", "\"}", "xyz\",\"b\":\"\\\"\"}"] {
+                        agrees(&format!("{{\"a\":\"{lead}{run}{next}{rest}"));
+                    }
+                }
+            }
+        }
+        // Escaped quotes at and across every block edge, and long strings of them.
+        for len in 0..300 {
+            for unit in ["\\\"", "\\\\", "\\\\\\\"", "ab\\n", "\\u0022", "\u{1f}"] {
+                let body = unit.repeat(len / unit.len() + 1);
+                let body = &body[..len];
+                agrees(&format!("{{\"s\":\"{body}\"}}"));
+                agrees(&format!("[\"{body}\",\"{body}\"]"));
+                agrees(&format!("\"{body}"));
+            }
+        }
+        valid(&format!("{{\"s\":\"{}\"}}", "code \\\"with\\\" escapes\\n\\t".repeat(3000)));
+        invalid(&format!("{{\"s\":\"{}\\x\"}}", "code \\\"with\\\" escapes\\n\\t".repeat(3000)));
+    }
+
+    /// The escaped-byte masks against the rule written out byte by byte: every run of up to 16
+    /// backslashes in every place, with and without a carry, and random blocks.
+    #[test]
+    fn escaped_masks() {
+        fn model(backslashes: u64, carry: u64) -> (u64, u64) {
+            let mut escaped = 0;
+            let mut next = carry == 1;
+            for bit in 0..64 {
+                if next {
+                    escaped |= 1 << bit;
+                    next = false;
+                } else if backslashes >> bit & 1 == 1 {
+                    next = true;
+                }
+            }
+            (escaped, u64::from(next))
+        }
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let check = |backslashes: u64| {
+            for carry in [0, 1] {
+                assert_eq!(
+                    json::escaped(backslashes, carry),
+                    model(backslashes, carry),
+                    "{backslashes:064b} carry {carry}"
+                );
+            }
+        };
+        for pattern in 0..1 << 16 {
+            for shift in [0, 20, 48] {
+                check(pattern << shift);
+            }
+        }
+        for _ in 0..100_000 {
+            let (a, b) = (rng.next(), rng.next());
+            check(a);
+            check(a & b);
+            check(a | b);
+        }
+    }
+
+    /// The word-at-a-time classifier against the vector one, on every byte value in every place.
+    #[test]
+    fn classifiers_agree() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut chunks: Vec<[u8; 16]> = (0..=255).map(|c| [c; 16]).collect();
+        for _ in 0..50_000 {
+            let mut chunk = [0; 16];
+            for byte in &mut chunk {
+                *byte = match rng.below(4) {
+                    0 => b"\"\\\x1f\x20\x00\x7f\x80\xff"[rng.below(8)],
+                    _ => rng.next() as u8,
+                };
+            }
+            chunks.push(chunk);
+        }
+        for chunk in &chunks {
+            let expected: [u16; 3] = [|c: u8| c == b'"', |c: u8| c == b'\\', |c: u8| c < 0x20]
+                .map(|test| chunk.iter().rev().fold(0, |mask, &c| mask << 1 | u16::from(test(c))));
+            assert_eq!(json::classify::<true>(chunk), expected, "{chunk:?}");
+            assert_eq!(json::classify::<false>(chunk), expected, "{chunk:?}");
+        }
     }
 
     /// A small deterministic generator (xorshift), so the property test needs no dependency.
