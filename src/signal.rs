@@ -1,4 +1,5 @@
-//! The only unsafe code in mcpdome: POSIX signal calls that std does not offer.
+//! POSIX signal calls that std does not offer: with the frame's SSE2 string scan, the only
+//! unsafe code in mcpdome.
 //!
 //! mcpdome must end its upstream when it is told to stop, so SIGTERM, SIGINT and SIGHUP are
 //! blocked in every thread ([`block`], called before any thread starts) and received
