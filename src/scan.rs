@@ -1795,16 +1795,16 @@ impl Automaton {
     }
 
     /// Calls `f(anchor, start, end)` for every occurrence of every anchor, in no particular
-    /// order. With `collapse`, a run of whitespace counts as one space, as in folded text, and
-    /// `start` is found through a ring of the last [`MAX_ANCHOR`] counted positions.
+    /// order. With `collapse`, a run of whitespace counts as one space, as in folded text (the
+    /// table itself ignores the repeats), and `start` is found by counting back from the end.
     ///
-    /// Each step waits for the table load of the step before, so a long haystack is walked as
-    /// two halves in step with each other, whose loads overlap. The walker of the second half
-    /// starts a little before it (see [`Automaton::resume_point`]) and reports only what ends
-    /// inside it.
+    /// Each step waits for the table load of the step before, so a haystack is walked as
+    /// [`WAYS`] parts in step with each other, whose loads overlap (or two halves, or one piece,
+    /// when a part cannot be started cheaply). The walker of each part but the first starts a
+    /// little before it (see [`Automaton::resume_point`]) and reports only what ends inside it.
     fn find(&self, haystack: &[u8], mut f: impl FnMut(usize, usize, usize)) {
         let n = haystack.len();
-        if n >= WAYS * MIN_SPLIT && self.find_in_parts(haystack, &mut f) {
+        if n >= MIN_PARTS && self.find_in_parts(haystack, &mut f) {
             return;
         }
         let mut first = Walker::default();
@@ -1920,8 +1920,12 @@ impl Automaton {
 
 /// Haystacks shorter than this are walked in one piece.
 const MIN_SPLIT: usize = 1 << 10;
-/// Long haystacks are walked in this many parts at once.
+/// Haystacks are walked in this many parts at once...
 const WAYS: usize = 4;
+/// ...from this length on. Each part's walker first reads a few dozen bytes before its part
+/// (see [`Automaton::resume_point`]), which shorter haystacks do not repay: measured on code
+/// text, four parts walk 256 bytes at 1.0 GB/s against 0.6 for one walker, 4 KiB at 1.7.
+const MIN_PARTS: usize = 256;
 /// A second walker that would have to start further back than this before the middle (a long
 /// whitespace run there) is not worth it: the haystack is walked in one piece.
 const MAX_RESUME: usize = 256;
@@ -6232,12 +6236,46 @@ mod tests {
         assert_eq!(missing, Vec::<&str>::new());
     }
 
+    /// What an automaton over `patterns` must report, found the slow way: the text's counted
+    /// bytes (a whitespace run counts once with `collapse`), compared at every position.
+    fn naive_find(
+        patterns: &[&[u8]],
+        text: &[u8],
+        fold: bool,
+        collapse: bool,
+    ) -> Vec<(usize, usize, usize)> {
+        let norm = |b: u8| match b {
+            b if collapse && collapsible(b) => b' ',
+            b if fold => b.to_ascii_lowercase(),
+            b => b,
+        };
+        let mut counted: Vec<(u8, usize)> = Vec::new();
+        for (i, &b) in text.iter().enumerate() {
+            let repeat = collapse && i > 0 && collapsible(b) && collapsible(text[i - 1]);
+            if !repeat {
+                counted.push((norm(b), i));
+            }
+        }
+        let mut out = Vec::new();
+        for (p, pattern) in patterns.iter().enumerate() {
+            let pattern: Vec<u8> =
+                pattern[..pattern.len().min(MAX_ANCHOR)].iter().map(|&b| norm(b)).collect();
+            for window in counted.windows(pattern.len()) {
+                if window.iter().map(|c| c.0).eq(pattern.iter().copied()) {
+                    out.push((p, window[0].1, window[pattern.len() - 1].1 + 1));
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
     #[test]
     fn automaton_split_walk_finds_what_one_walk_finds() {
-        // Long haystacks are walked as two halves; what they report must be exactly what one
-        // walk from the start reports, whitespace runs and anchors across the middle included.
-        let patterns: [&[u8]; 5] =
-            [b"ignore", b"you are now", b"a a", b"  ", b"zzzzzzzzzzzzzzzzzz"];
+        // Haystacks are walked in parts; what they report must be exactly what the slow way
+        // finds, whitespace runs and anchors across the part boundaries included.
+        let patterns: [&[u8]; 6] =
+            [b"ignore", b"you are now", b"a a", b"  ", b"zzzzzzzzzzzzzzzzzz", b"now "];
         let mut seed = 7u64;
         for round in 0..400 {
             let len: usize = 32 + round * 7;
@@ -6250,22 +6288,18 @@ mod tests {
                     alphabet[(seed >> 33) as usize % alphabet.len()]
                 })
                 .collect();
-            // An anchor across the middle, where the second walker takes over.
+            // An anchor across a boundary where another walker takes over: the middle, or a
+            // quarter.
             let phrase = b"you  are\n\t now";
-            let at = (len - len / 2).saturating_sub(round % (phrase.len() + 1));
+            let boundary = [len - len / 2, len / 4, len / 2, 3 * len / 4][round % 4];
+            let at = boundary.saturating_sub(round % (phrase.len() + 1)).min(len - phrase.len());
             text[at..at + phrase.len()].copy_from_slice(phrase);
             for (fold, collapse) in [(false, false), (true, false), (true, true)] {
                 let a = Automaton::new(&patterns, fold, collapse);
                 let mut split = Vec::new();
                 a.find(&text, |p, start, end| split.push((p, start, end)));
-                let mut one = Vec::new();
-                let mut walker = Walker::default();
-                for i in 0..text.len() {
-                    walker.step(&a, &text, i, &mut |p, start, end| one.push((p, start, end)));
-                }
                 split.sort_unstable();
-                one.sort_unstable();
-                assert_eq!(split, one);
+                assert_eq!(split, naive_find(&patterns, &text, fold, collapse), "round {round}");
             }
         }
     }
