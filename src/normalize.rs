@@ -1272,8 +1272,8 @@ const CLASSES: [u8; 256] = {
 /// One pass over `bytes` for a [`Survey`], a block of [`BLOCK`] bytes at a time.
 ///
 /// Every text the ward scans is surveyed, so this is on the hot path of every message. Each
-/// block becomes bit masks of its base64 and hex-or-space bytes, by comparisons the compiler
-/// turns into vector instructions; runs are then found by shifting those masks, with the block
+/// block becomes bit masks of its base64 and hex-or-space bytes, by vector comparisons where
+/// the target has them ([`classify`]); runs are then found by shifting those masks, with the block
 /// before carried in because a run can cross from one block into the next. Bytes are looked at
 /// one by one only where a run reaches a length that matters or a letter touches a leet
 /// character, which prose and code rarely do, so most blocks never leave the masks.
@@ -1306,8 +1306,8 @@ struct Surveyor {
     prev_hex_space: u64,
     /// Whether the byte before this block is a letter or a leet character (see [`EXTRA`]), for
     /// a leet pair across blocks.
-    prev_letter: u8,
-    prev_leet: u8,
+    prev_letter: u64,
+    prev_leet: u64,
     not_plain: bool,
     /// The end of the last base64 run examined; a long run is examined once.
     examined: usize,
@@ -1330,35 +1330,14 @@ impl Surveyor {
     /// `.` when it is the last, short one.
     #[inline(always)]
     fn block(&mut self, bytes: &[u8], base: usize, block: &[u8; BLOCK]) {
-        let mut base64 = [0u8; BLOCK];
-        let mut hex_space = [0u8; BLOCK];
-        // Letters and leet characters, as [`EXTRA`] has them.
-        let mut letter = [0u8; BLOCK];
-        let mut leet = [0u8; BLOCK];
-        let mut not_plain = 0u8;
-        for (i, &b) in block.iter().enumerate() {
-            let alpha = (b | 0x20).wrapping_sub(b'a');
-            let digit = b.wrapping_sub(b'0');
-            let symbol = (b == b'+') | (b == b'/') | (b == b'=') | (b == b'-') | (b == b'_');
-            base64[i] = u8::from((alpha < 26) | (digit < 10) | symbol);
-            hex_space[i] = u8::from((alpha < 6) | (digit < 10) | (b == b' '));
-            letter[i] = u8::from((alpha < 26) | (b >= 0x80));
-            // `0 1 3 4 5 7 @ $`.
-            let leet_digit = (digit < 8) & (digit != 2) & (digit != 6);
-            leet[i] = u8::from(leet_digit | (b == b'@') | (b == b'$'));
-            let plain = (b.wrapping_sub(b' ') < 0x5f) | (b == b'\t') | (b == b'\n') | (b == b'\r');
-            not_plain |= u8::from(!plain);
-        }
-        self.not_plain |= not_plain != 0;
-        let mut pairs = [0u8; BLOCK];
-        pairs[0] = (self.prev_letter & leet[0]) | (self.prev_leet & letter[0]);
-        for i in 1..BLOCK {
-            pairs[i] = (letter[i - 1] & leet[i]) | (leet[i - 1] & letter[i]);
-        }
-        let any_pair = words(&pairs).fold(0, |acc, word| acc | word);
-        (self.prev_letter, self.prev_leet) = (letter[BLOCK - 1], leet[BLOCK - 1]);
+        let masks = classify(block);
+        self.not_plain |= masks.not_plain != 0;
+        let (letter, leet) = (masks.letter, masks.leet);
+        let pairs =
+            (((letter << 1) | self.prev_letter) & leet) | (((leet << 1) | self.prev_leet) & letter);
+        (self.prev_letter, self.prev_leet) = (letter >> (BLOCK - 1), leet >> (BLOCK - 1));
 
-        let base64 = bits(&base64);
+        let base64 = masks.base64;
         let long = run_ends(base64, self.prev_base64, MIN_BASE64_RUN);
         // Where a run reaches MIN_BASE64_RUN bytes: long here, not one byte earlier.
         let mut reached = (long & !(long << 1)) >> BLOCK;
@@ -1371,7 +1350,7 @@ impl Surveyor {
         }
         self.prev_base64 = base64;
 
-        let hex_space = bits(&hex_space);
+        let hex_space = masks.hex_space;
         if !self.hex_pairs {
             // A hex-or-space run just long enough for eight pairs, or a byte or two longer: runs
             // of 16 that were runs of 16 already 7 bytes back, but not 10.
@@ -1391,8 +1370,8 @@ impl Surveyor {
         }
         self.prev_hex_space = hex_space;
 
-        if any_pair != 0 && !self.leet_line {
-            self.leet_pairs(bytes, base, bits(&pairs));
+        if pairs != 0 && !self.leet_line {
+            self.leet_pairs(bytes, base, pairs);
         }
     }
 
@@ -1467,24 +1446,114 @@ impl Surveyor {
     }
 }
 
-/// Bit `i` set where `flags[i]` is 1 (every flag is 0 or 1). The multiplication gathers the
-/// low bits of eight bytes into the top byte: no two partial products share a bit, so nothing
-/// carries into it.
-#[inline(always)]
-fn bits(flags: &[u8; BLOCK]) -> u64 {
-    let mut mask = 0;
-    for (k, eight) in flags.chunks_exact(8).enumerate() {
-        let word = u64::from_le_bytes(eight.try_into().expect("chunks_exact yields eight bytes"));
-        mask |= (word.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * k);
-    }
-    mask
+/// What the bytes of one block are, one bit per byte: bit `i` describes `block[i]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Masks {
+    /// Letters, digits and `+ / = - _`.
+    base64: u64,
+    /// Hex digits and spaces.
+    hex_space: u64,
+    /// Letters and bytes from 0x80 up, as [`EXTRA`] has them.
+    letter: u64,
+    /// Leet characters: `0 1 3 4 5 7 @ $`.
+    leet: u64,
+    /// Bytes that are not [`Profile::plain`].
+    not_plain: u64,
 }
 
-/// The eight-byte words of a block, for a test of all its flags at once (a fold over its bytes
-/// would not be vectorised).
+/// The [`Masks`] of `block`.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn words(flags: &[u8; BLOCK]) -> impl Iterator<Item = u64> + '_ {
-    flags.chunks_exact(8).map(|eight| u64::from_le_bytes(eight.try_into().expect("eight bytes")))
+fn classify(block: &[u8; BLOCK]) -> Masks {
+    sse2::classify(block)
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn classify(block: &[u8; BLOCK]) -> Masks {
+    classify_portable(block)
+}
+
+/// The [`Masks`] of `block`, a byte at a time: for targets without SSE2, and the reference the
+/// vector classifier is tested against.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+fn classify_portable(block: &[u8; BLOCK]) -> Masks {
+    let mut m = Masks::default();
+    for (i, &b) in block.iter().enumerate() {
+        let alpha = (b | 0x20).wrapping_sub(b'a');
+        let digit = b.wrapping_sub(b'0');
+        let symbol = matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
+        let leet = matches!(b, b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'@' | b'$');
+        let plain = matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r');
+        let bit = |set: bool| u64::from(set) << i;
+        m.base64 |= bit(alpha < 26 || digit < 10 || symbol);
+        m.hex_space |= bit(alpha < 6 || digit < 10 || b == b' ');
+        m.letter |= bit(alpha < 26 || b >= 0x80);
+        m.leet |= bit(leet);
+        m.not_plain |= bit(!plain);
+    }
+    m
+}
+
+/// The vector classifier: sixteen bytes per load, each class a few compares and one byte mask.
+/// The compiler makes neither the range tests nor `pmovmskb` from the portable loop, and this
+/// is most of the survey's work on text with nothing in it.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[allow(unsafe_code)]
+mod sse2 {
+    use super::{Masks, BLOCK};
+    use std::arch::x86_64::{
+        __m128i, _mm_add_epi8, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_loadu_si128,
+        _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_sub_epi8,
+    };
+
+    #[inline(always)]
+    pub(super) fn classify(block: &[u8; BLOCK]) -> Masks {
+        let mut m = Masks::default();
+        for (k, chunk) in block.chunks_exact(16).enumerate() {
+            let [base64, hex_space, letter, leet, not_plain] = classify16(chunk);
+            let at = |mask: u16| u64::from(mask) << (16 * k);
+            m.base64 |= at(base64);
+            m.hex_space |= at(hex_space);
+            m.letter |= at(letter);
+            m.leet |= at(leet);
+            m.not_plain |= at(not_plain);
+        }
+        m
+    }
+
+    /// Masks of the first sixteen bytes of `chunk`, in the order of [`Masks`]' fields.
+    #[inline(always)]
+    fn classify16(chunk: &[u8]) -> [u16; 5] {
+        let chunk = &chunk[..16];
+        // SAFETY: SSE2 is enabled at compile time (the `cfg` above; every x86_64 CPU has it),
+        // and the unaligned load reads exactly the sixteen bytes `chunk` borrows.
+        unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            let splat = |b: u8| _mm_set1_epi8(b as i8);
+            let eq = |b: u8| _mm_cmpeq_epi8(v, splat(b));
+            // `x <= max` unsigned, exactly when the unsigned minimum leaves `x` as it is.
+            let at_most = |x: __m128i, max: u8| _mm_cmpeq_epi8(_mm_min_epu8(x, splat(max)), x);
+            let or = |a: __m128i, b: __m128i| _mm_or_si128(a, b);
+            // `| 0x20` folds case, and the only bytes it takes into `a..=z` are letters.
+            let alpha = _mm_sub_epi8(_mm_or_si128(v, splat(0x20)), splat(b'a'));
+            let letter = at_most(alpha, 25);
+            let digit = _mm_sub_epi8(v, splat(b'0'));
+            let digits = at_most(digit, 9);
+            let symbols = or(or(eq(b'+'), eq(b'/')), or(or(eq(b'='), eq(b'-')), eq(b'_')));
+            let base64 = or(or(letter, digits), symbols);
+            let hex_space = or(or(at_most(alpha, 5), digits), eq(b' '));
+            // Digits below 8 but 2 and 6, the two that `| 4` makes 6.
+            let two_six = _mm_cmpeq_epi8(_mm_or_si128(digit, splat(4)), splat(6));
+            let leet = or(_mm_andnot_si128(two_six, at_most(digit, 7)), or(eq(b'@'), eq(b'$')));
+            // Signed, `v + 1 > 0x20` holds for ` ..=~` alone: 0x7F and up wrap below zero.
+            let printable = _mm_cmpgt_epi8(_mm_add_epi8(v, splat(1)), splat(0x20));
+            let plain = or(printable, or(or(eq(b'\t'), eq(b'\n')), eq(b'\r')));
+            let high = _mm_movemask_epi8(v);
+            let mask = |x: __m128i| _mm_movemask_epi8(x) as u16;
+            [mask(base64), mask(hex_space), mask(letter) | high as u16, mask(leet), !mask(plain)]
+        }
+    }
 }
 
 /// Where runs of at least `len` set bits end (`len` at most [`BLOCK`]), in `block` preceded by
@@ -2248,6 +2317,28 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[test]
+    fn sse2_classifier_agrees_with_the_portable_one() {
+        let check = |block: &[u8; BLOCK]| {
+            assert_eq!(sse2::classify(block), classify_portable(block), "masks of {block:?}");
+        };
+        // Every byte value in every lane, among neighbours that are in no class and in all.
+        for filler in [b'.', b'a'] {
+            for at in 0..BLOCK {
+                for b in 0..=255 {
+                    let mut block = [filler; BLOCK];
+                    block[at] = b;
+                    check(&block);
+                }
+            }
+        }
+        let mut rng = Rng(0xb10c);
+        for _ in 0..20_000 {
+            check(&std::array::from_fn(|_| rng.below(256) as u8));
         }
     }
 
