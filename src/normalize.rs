@@ -1301,9 +1301,9 @@ const BLOCK: usize = 64;
 /// The state of one [`survey`] between blocks.
 #[derive(Clone, Debug, Default)]
 struct Surveyor {
-    /// The masks of the block before, for runs that continue into this one.
-    prev_base64: u64,
-    prev_hex_space: u64,
+    /// Runs of base64 and of hex-or-space bytes so far, for runs that continue into this block.
+    base64_runs: Runs,
+    hex_space_runs: Runs,
     /// Whether the byte before this block is a letter or a leet character (see [`EXTRA`]), for
     /// a leet pair across blocks.
     prev_letter: u64,
@@ -1337,10 +1337,9 @@ impl Surveyor {
             (((letter << 1) | self.prev_letter) & leet) | (((leet << 1) | self.prev_leet) & letter);
         (self.prev_letter, self.prev_leet) = (letter >> (BLOCK - 1), leet >> (BLOCK - 1));
 
-        let base64 = masks.base64;
-        let long = run_ends(base64, self.prev_base64, MIN_BASE64_RUN);
+        let (long, before) = self.base64_runs.next(masks.base64);
         // Where a run reaches MIN_BASE64_RUN bytes: long here, not one byte earlier.
-        let mut reached = (long & !(long << 1)) >> BLOCK;
+        let mut reached = long & !shifted(long, before, 1);
         while reached != 0 {
             let end = base + reached.trailing_zeros() as usize;
             if end >= self.examined {
@@ -1348,16 +1347,14 @@ impl Surveyor {
             }
             reached &= reached - 1;
         }
-        self.prev_base64 = base64;
 
-        let hex_space = masks.hex_space;
         if !self.hex_pairs {
             // A hex-or-space run just long enough for eight pairs, or a byte or two longer: runs
             // of 16 that were runs of 16 already 7 bytes back, but not 10.
-            let runs = run_ends(hex_space, self.prev_hex_space, 16);
-            let long = runs & (runs << (HEX_PAIRS_SPAN - 16));
-            let longer = runs & (runs << (HEX_PAIRS_SPAN + 3 - 16));
-            let mut spans = (long & !longer) >> BLOCK;
+            let (runs, before) = self.hex_space_runs.next(masks.hex_space);
+            let long = runs & shifted(runs, before, HEX_PAIRS_SPAN - Runs::LONG);
+            let longer = runs & shifted(runs, before, HEX_PAIRS_SPAN + 3 - Runs::LONG);
+            let mut spans = long & !longer;
             while spans != 0 {
                 let end = base + spans.trailing_zeros() as usize;
                 if hex_pairs(&bytes[end + 1 - HEX_PAIRS_SPAN..=end]) {
@@ -1368,7 +1365,6 @@ impl Surveyor {
                 spans &= spans - 1;
             }
         }
-        self.prev_hex_space = hex_space;
 
         if pairs != 0 && !self.leet_line {
             self.leet_pairs(bytes, base, pairs);
@@ -1556,20 +1552,41 @@ mod sse2 {
     }
 }
 
-/// Where runs of at least `len` set bits end (`len` at most [`BLOCK`]), in `block` preceded by
-/// `before`: bit `BLOCK + i` of the result is bit `i` of `block`, bit `i` of it is of `before`.
+/// Where runs of set bits in successive block masks are long, by doubling: bit `i` of `ends[k]`
+/// is set where the `2^k` bits up to bit `i` of the last block are all set, counting back into
+/// the blocks before it. A block needs only the top bits of the last one's, so nothing wider
+/// than a block is shifted.
+#[derive(Clone, Copy, Debug, Default)]
+struct Runs {
+    ends: [u64; 5],
+}
+
+const _: () = assert!(MIN_BASE64_RUN == Runs::LONG && HEX_PAIRS_SPAN + 3 - Runs::LONG < BLOCK);
+
+impl Runs {
+    /// The run length [`Runs::next`] reports.
+    const LONG: usize = 16;
+
+    /// Takes the next block's `mask`; returns where runs of at least [`Runs::LONG`] set bits
+    /// end in it, and where they ended in the block before.
+    #[inline(always)]
+    fn next(&mut self, mask: u64) -> (u64, u64) {
+        let mut run = mask;
+        for k in 0..4 {
+            let before = self.ends[k];
+            self.ends[k] = run;
+            run &= shifted(run, before, 1 << k);
+        }
+        let before = std::mem::replace(&mut self.ends[4], run);
+        (run, before)
+    }
+}
+
+/// The bits of a block's `mask` moved `by` places up (`by` in `1..BLOCK`), the top ones of the
+/// block `before` coming in from below.
 #[inline(always)]
-fn run_ends(block: u64, before: u64, len: usize) -> u128 {
-    let mut run = (u128::from(block) << BLOCK) | u128::from(before);
-    let mut covered = 1;
-    while 2 * covered <= len {
-        run &= run << covered;
-        covered *= 2;
-    }
-    if covered < len {
-        run &= run << (len - covered);
-    }
-    run
+fn shifted(mask: u64, before: u64, by: usize) -> u64 {
+    (mask << by) | (before >> (BLOCK - by))
 }
 
 /// Counts the escapes, entities and percent-escapes that decoding looks for. Only `\` `&` `%`
