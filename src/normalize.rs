@@ -1500,7 +1500,7 @@ mod sse2 {
     use super::{Masks, BLOCK};
     use std::arch::x86_64::{
         __m128i, _mm_add_epi8, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_loadu_si128,
-        _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_sub_epi8,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
 
     #[inline(always)]
@@ -1528,22 +1528,25 @@ mod sse2 {
             let v = _mm_loadu_si128(chunk.as_ptr().cast());
             let splat = |b: u8| _mm_set1_epi8(b as i8);
             let eq = |b: u8| _mm_cmpeq_epi8(v, splat(b));
-            // `x <= max` unsigned, exactly when the unsigned minimum leaves `x` as it is.
-            let at_most = |x: __m128i, max: u8| _mm_cmpeq_epi8(_mm_min_epu8(x, splat(max)), x);
+            // `lo..=hi` (with `hi` at most 0x7F), in two instructions: the addition takes `hi`
+            // to 0x7F, the top of the signed bytes, and `lo` just as far below it, and every
+            // other byte lower than that, wrapping or not.
+            let within = |x: __m128i, lo: u8, hi: u8| {
+                let top = _mm_add_epi8(x, splat(0x7F - hi));
+                _mm_cmpgt_epi8(top, splat(0x7E - (hi - lo)))
+            };
             let or = |a: __m128i, b: __m128i| _mm_or_si128(a, b);
             // `| 0x20` folds case, and the only bytes it takes into `a..=z` are letters.
-            let alpha = _mm_sub_epi8(_mm_or_si128(v, splat(0x20)), splat(b'a'));
-            let letter = at_most(alpha, 25);
-            let digit = _mm_sub_epi8(v, splat(b'0'));
-            let digits = at_most(digit, 9);
+            let folded = _mm_or_si128(v, splat(0x20));
+            let letter = within(folded, b'a', b'z');
+            let digits = within(v, b'0', b'9');
             let symbols = or(or(eq(b'+'), eq(b'/')), or(or(eq(b'='), eq(b'-')), eq(b'_')));
             let base64 = or(or(letter, digits), symbols);
-            let hex_space = or(or(at_most(alpha, 5), digits), eq(b' '));
+            let hex_space = or(or(within(folded, b'a', b'f'), digits), eq(b' '));
             // Digits below 8 but 2 and 6, the two that `| 4` makes 6.
-            let two_six = _mm_cmpeq_epi8(_mm_or_si128(digit, splat(4)), splat(6));
-            let leet = or(_mm_andnot_si128(two_six, at_most(digit, 7)), or(eq(b'@'), eq(b'$')));
-            // Signed, `v + 1 > 0x20` holds for ` ..=~` alone: 0x7F and up wrap below zero.
-            let printable = _mm_cmpgt_epi8(_mm_add_epi8(v, splat(1)), splat(0x20));
+            let two_six = _mm_cmpeq_epi8(_mm_or_si128(v, splat(4)), splat(b'6'));
+            let leet = or(_mm_andnot_si128(two_six, within(v, b'0', b'7')), or(eq(b'@'), eq(b'$')));
+            let printable = within(v, b' ', b'~');
             let plain = or(printable, or(or(eq(b'\t'), eq(b'\n')), eq(b'\r')));
             let high = _mm_movemask_epi8(v);
             let mask = |x: __m128i| _mm_movemask_epi8(x) as u16;
