@@ -1272,11 +1272,12 @@ const CLASSES: [u8; 256] = {
 /// One pass over `bytes` for a [`Survey`], a block of [`BLOCK`] bytes at a time.
 ///
 /// Every text the ward scans is surveyed, so this is on the hot path of every message. Each
-/// block becomes bit masks of its base64 and hex-or-space bytes, by vector comparisons where
-/// the target has them ([`classify`]); runs are then found by shifting those masks, with the block
-/// before carried in because a run can cross from one block into the next. Bytes are looked at
-/// one by one only where a run reaches a length that matters or a letter touches a leet
-/// character, which prose and code rarely do, so most blocks never leave the masks.
+/// block becomes bit masks of its base64, hex-or-space, letter, leet and escape-starting bytes,
+/// by vector comparisons where the target has them ([`classify`]); runs are then found by
+/// shifting those masks, with the block before carried in because a run can cross from one
+/// block into the next. Bytes are looked at one by one only where a run reaches a length that
+/// matters, a letter touches a leet character, or an escape may start, which prose and code
+/// rarely do, so most blocks never leave the masks.
 fn survey(bytes: &[u8]) -> Survey {
     let mut surveyor = Surveyor::default();
     let mut blocks = bytes.chunks_exact(BLOCK);
@@ -1323,6 +1324,12 @@ struct Surveyor {
     line_end: usize,
     found: [(u32, u32); MAX_CANDIDATES],
     n_found: usize,
+    /// The `\` `&` `%` bytes seen, whether one was a backslash, and what [`Survey`] counts.
+    specials: usize,
+    backslash: bool,
+    escapes: usize,
+    entities: usize,
+    percents: usize,
 }
 
 impl Surveyor {
@@ -1368,6 +1375,32 @@ impl Surveyor {
 
         if pairs != 0 && !self.leet_line {
             self.leet_pairs(bytes, base, pairs);
+        }
+        if masks.special != 0 {
+            self.specials(bytes, base, masks.special);
+        }
+    }
+
+    /// Counts the escapes, entities and percent-escapes that decoding looks for, where the
+    /// block at `base` has a `\` `&` or `%`: the bits of `specials`.
+    #[inline(never)]
+    fn specials(&mut self, bytes: &[u8], base: usize, mut specials: u64) {
+        self.specials += specials.count_ones() as usize;
+        while specials != 0 {
+            let i = base + specials.trailing_zeros() as usize;
+            let next = bytes.get(i + 1).copied().unwrap_or(0);
+            match bytes[i] {
+                b'\\' => {
+                    self.backslash = true;
+                    self.escapes += usize::from(matches!(next, b'u' | b'x' | b'U'));
+                }
+                b'&' => self.entities += usize::from(entity_at(bytes, i)),
+                _ => {
+                    let after = bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+                    self.percents += usize::from(next.is_ascii_hexdigit() && after);
+                }
+            }
+            specials &= specials - 1;
         }
     }
 
@@ -1428,17 +1461,22 @@ impl Surveyor {
 
     fn survey(mut self, bytes: &[u8]) -> Survey {
         self.end_line(bytes);
-        let mut s = Survey {
+        // Fewer than MIN_ESCAPES specials make no region unless one is a backslash, and then
+        // nothing is counted.
+        if self.specials < MIN_ESCAPES && !self.backslash {
+            (self.escapes, self.entities, self.percents) = (0, 0, 0);
+        }
+        Survey {
             plain: !self.not_plain,
             base64: self.base64,
             hex: self.hex,
             leet_line: self.leet_line,
             candidates: (self.n_found <= MAX_CANDIDATES)
                 .then_some((self.found, self.n_found as u8)),
-            ..Survey::default()
-        };
-        count_escapes(bytes, &mut s);
-        s
+            escapes: self.escapes,
+            entities: self.entities,
+            percents: self.percents,
+        }
     }
 }
 
@@ -1455,6 +1493,8 @@ struct Masks {
     leet: u64,
     /// Bytes that are not [`Profile::plain`].
     not_plain: u64,
+    /// `\` `&` `%`, which start escapes, entities and percent-escapes.
+    special: u64,
 }
 
 /// The [`Masks`] of `block`.
@@ -1487,6 +1527,7 @@ fn classify_portable(block: &[u8; BLOCK]) -> Masks {
         m.letter |= bit(alpha < 26 || b >= 0x80);
         m.leet |= bit(leet);
         m.not_plain |= bit(!plain);
+        m.special |= bit(matches!(b, b'\\' | b'&' | b'%'));
     }
     m
 }
@@ -1507,20 +1548,21 @@ mod sse2 {
     pub(super) fn classify(block: &[u8; BLOCK]) -> Masks {
         let mut m = Masks::default();
         for (k, chunk) in block.chunks_exact(16).enumerate() {
-            let [base64, hex_space, letter, leet, not_plain] = classify16(chunk);
+            let [base64, hex_space, letter, leet, not_plain, special] = classify16(chunk);
             let at = |mask: u16| u64::from(mask) << (16 * k);
             m.base64 |= at(base64);
             m.hex_space |= at(hex_space);
             m.letter |= at(letter);
             m.leet |= at(leet);
             m.not_plain |= at(not_plain);
+            m.special |= at(special);
         }
         m
     }
 
     /// Masks of the first sixteen bytes of `chunk`, in the order of [`Masks`]' fields.
     #[inline(always)]
-    fn classify16(chunk: &[u8]) -> [u16; 5] {
+    fn classify16(chunk: &[u8]) -> [u16; 6] {
         let chunk = &chunk[..16];
         // SAFETY: SSE2 is enabled at compile time (the `cfg` above; every x86_64 CPU has it),
         // and the unaligned load reads exactly the sixteen bytes `chunk` borrows.
@@ -1550,7 +1592,15 @@ mod sse2 {
             let plain = or(printable, or(or(eq(b'\t'), eq(b'\n')), eq(b'\r')));
             let high = _mm_movemask_epi8(v);
             let mask = |x: __m128i| _mm_movemask_epi8(x) as u16;
-            [mask(base64), mask(hex_space), mask(letter) | high as u16, mask(leet), !mask(plain)]
+            let special = or(within(v, b'%', b'&'), eq(b'\\'));
+            [
+                mask(base64),
+                mask(hex_space),
+                mask(letter) | high as u16,
+                mask(leet),
+                !mask(plain),
+                mask(special),
+            ]
         }
     }
 }
@@ -1590,31 +1640,6 @@ impl Runs {
 #[inline(always)]
 fn shifted(mask: u64, before: u64, by: usize) -> u64 {
     (mask << by) | (before >> (BLOCK - by))
-}
-
-/// Counts the escapes, entities and percent-escapes that decoding looks for. Only `\` `&` `%`
-/// start one, so the search skips to them. Fewer than [`MIN_ESCAPES`] of those make no region
-/// unless one is a backslash, and then nothing is counted.
-fn count_escapes(bytes: &[u8], s: &mut Survey) {
-    let (mut specials, mut backslash) = (0, false);
-    for i in memchr::memchr3_iter(b'\\', b'&', b'%', bytes) {
-        specials += 1;
-        let next = bytes.get(i + 1).copied().unwrap_or(0);
-        match bytes[i] {
-            b'\\' => {
-                backslash = true;
-                s.escapes += usize::from(matches!(next, b'u' | b'x' | b'U'));
-            }
-            b'&' => s.entities += usize::from(entity_at(bytes, i)),
-            _ => {
-                let after = bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
-                s.percents += usize::from(next.is_ascii_hexdigit() && after);
-            }
-        }
-    }
-    if specials < MIN_ESCAPES && !backslash {
-        (s.escapes, s.entities, s.percents) = (0, 0, 0);
-    }
 }
 
 /// Whether the `&` at `i` starts what [`decode_entities`] decodes: `&#` and a digit (or `x` and a
