@@ -25,8 +25,8 @@
 //! - [`gate`]: [`gate::Gate`], the state both threads share: writers and open requests.
 //! - [`relay`]: the two relay threads and the shutdown sequence.
 //! - [`upstream`]: the server process: spawn, wait, SIGTERM, SIGKILL.
-//! - [`signal`]: POSIX signals, one of the two places with unsafe code (the other is the
-//!   frame's SSE2 string scan, sixteen bytes per load).
+//! - [`signal`]: POSIX signals, one of the three places with unsafe code (the others are the
+//!   frame's SSE2 string scan and the normalizer's SSE2 survey, sixteen bytes per load).
 //! - [`audit`]: `mcpdome audit`, a ledger summarised for people (or `--json`), chain verified.
 //! - [`wrap`]: `mcpdome wrap`, an MCP client's config edited so its servers run through us.
 //! - [`demo`]: `mcpdome demo`, a scripted agent against a built-in server through the gateway.

@@ -1272,11 +1272,12 @@ const CLASSES: [u8; 256] = {
 /// One pass over `bytes` for a [`Survey`], a block of [`BLOCK`] bytes at a time.
 ///
 /// Every text the ward scans is surveyed, so this is on the hot path of every message. Each
-/// block becomes bit masks of its base64 and hex-or-space bytes, by comparisons the compiler
-/// turns into vector instructions; runs are then found by shifting those masks, with the block
-/// before carried in because a run can cross from one block into the next. Bytes are looked at
-/// one by one only where a run reaches a length that matters or a letter touches a leet
-/// character, which prose and code rarely do, so most blocks never leave the masks.
+/// block becomes bit masks of its base64, hex-or-space, letter, leet and escape-starting bytes,
+/// by vector comparisons where the target has them ([`classify`]); runs are then found by
+/// shifting those masks, with the block before carried in because a run can cross from one
+/// block into the next. Bytes are looked at one by one only where a run reaches a length that
+/// matters, a letter touches a leet character, or an escape may start, which prose and code
+/// rarely do, so most blocks never leave the masks.
 fn survey(bytes: &[u8]) -> Survey {
     let mut surveyor = Surveyor::default();
     let mut blocks = bytes.chunks_exact(BLOCK);
@@ -1301,13 +1302,13 @@ const BLOCK: usize = 64;
 /// The state of one [`survey`] between blocks.
 #[derive(Clone, Debug, Default)]
 struct Surveyor {
-    /// The masks of the block before, for runs that continue into this one.
-    prev_base64: u64,
-    prev_hex_space: u64,
+    /// Runs of base64 and of hex-or-space bytes so far, for runs that continue into this block.
+    base64_runs: Runs,
+    hex_space_runs: Runs,
     /// Whether the byte before this block is a letter or a leet character (see [`EXTRA`]), for
     /// a leet pair across blocks.
-    prev_letter: u8,
-    prev_leet: u8,
+    prev_letter: u64,
+    prev_leet: u64,
     not_plain: bool,
     /// The end of the last base64 run examined; a long run is examined once.
     examined: usize,
@@ -1323,6 +1324,12 @@ struct Surveyor {
     line_end: usize,
     found: [(u32, u32); MAX_CANDIDATES],
     n_found: usize,
+    /// The `\` `&` `%` bytes seen, whether one was a backslash, and what [`Survey`] counts.
+    specials: usize,
+    backslash: bool,
+    escapes: usize,
+    entities: usize,
+    percents: usize,
 }
 
 impl Surveyor {
@@ -1330,38 +1337,16 @@ impl Surveyor {
     /// `.` when it is the last, short one.
     #[inline(always)]
     fn block(&mut self, bytes: &[u8], base: usize, block: &[u8; BLOCK]) {
-        let mut base64 = [0u8; BLOCK];
-        let mut hex_space = [0u8; BLOCK];
-        // Letters and leet characters, as [`EXTRA`] has them.
-        let mut letter = [0u8; BLOCK];
-        let mut leet = [0u8; BLOCK];
-        let mut not_plain = 0u8;
-        for (i, &b) in block.iter().enumerate() {
-            let alpha = (b | 0x20).wrapping_sub(b'a');
-            let digit = b.wrapping_sub(b'0');
-            let symbol = (b == b'+') | (b == b'/') | (b == b'=') | (b == b'-') | (b == b'_');
-            base64[i] = u8::from((alpha < 26) | (digit < 10) | symbol);
-            hex_space[i] = u8::from((alpha < 6) | (digit < 10) | (b == b' '));
-            letter[i] = u8::from((alpha < 26) | (b >= 0x80));
-            // `0 1 3 4 5 7 @ $`.
-            let leet_digit = (digit < 8) & (digit != 2) & (digit != 6);
-            leet[i] = u8::from(leet_digit | (b == b'@') | (b == b'$'));
-            let plain = (b.wrapping_sub(b' ') < 0x5f) | (b == b'\t') | (b == b'\n') | (b == b'\r');
-            not_plain |= u8::from(!plain);
-        }
-        self.not_plain |= not_plain != 0;
-        let mut pairs = [0u8; BLOCK];
-        pairs[0] = (self.prev_letter & leet[0]) | (self.prev_leet & letter[0]);
-        for i in 1..BLOCK {
-            pairs[i] = (letter[i - 1] & leet[i]) | (leet[i - 1] & letter[i]);
-        }
-        let any_pair = words(&pairs).fold(0, |acc, word| acc | word);
-        (self.prev_letter, self.prev_leet) = (letter[BLOCK - 1], leet[BLOCK - 1]);
+        let masks = classify(block);
+        self.not_plain |= masks.not_plain != 0;
+        let (letter, leet) = (masks.letter, masks.leet);
+        let pairs =
+            (((letter << 1) | self.prev_letter) & leet) | (((leet << 1) | self.prev_leet) & letter);
+        (self.prev_letter, self.prev_leet) = (letter >> (BLOCK - 1), leet >> (BLOCK - 1));
 
-        let base64 = bits(&base64);
-        let long = run_ends(base64, self.prev_base64, MIN_BASE64_RUN);
+        let (long, before) = self.base64_runs.next(masks.base64);
         // Where a run reaches MIN_BASE64_RUN bytes: long here, not one byte earlier.
-        let mut reached = (long & !(long << 1)) >> BLOCK;
+        let mut reached = long & !shifted(long, before, 1);
         while reached != 0 {
             let end = base + reached.trailing_zeros() as usize;
             if end >= self.examined {
@@ -1369,16 +1354,14 @@ impl Surveyor {
             }
             reached &= reached - 1;
         }
-        self.prev_base64 = base64;
 
-        let hex_space = bits(&hex_space);
         if !self.hex_pairs {
             // A hex-or-space run just long enough for eight pairs, or a byte or two longer: runs
             // of 16 that were runs of 16 already 7 bytes back, but not 10.
-            let runs = run_ends(hex_space, self.prev_hex_space, 16);
-            let long = runs & (runs << (HEX_PAIRS_SPAN - 16));
-            let longer = runs & (runs << (HEX_PAIRS_SPAN + 3 - 16));
-            let mut spans = (long & !longer) >> BLOCK;
+            let (runs, before) = self.hex_space_runs.next(masks.hex_space);
+            let long = runs & shifted(runs, before, HEX_PAIRS_SPAN - Runs::LONG);
+            let longer = runs & shifted(runs, before, HEX_PAIRS_SPAN + 3 - Runs::LONG);
+            let mut spans = long & !longer;
             while spans != 0 {
                 let end = base + spans.trailing_zeros() as usize;
                 if hex_pairs(&bytes[end + 1 - HEX_PAIRS_SPAN..=end]) {
@@ -1389,10 +1372,35 @@ impl Surveyor {
                 spans &= spans - 1;
             }
         }
-        self.prev_hex_space = hex_space;
 
-        if any_pair != 0 && !self.leet_line {
-            self.leet_pairs(bytes, base, bits(&pairs));
+        if pairs != 0 && !self.leet_line {
+            self.leet_pairs(bytes, base, pairs);
+        }
+        if masks.special != 0 {
+            self.specials(bytes, base, masks.special);
+        }
+    }
+
+    /// Counts the escapes, entities and percent-escapes that decoding looks for, where the
+    /// block at `base` has a `\` `&` or `%`: the bits of `specials`.
+    #[inline(never)]
+    fn specials(&mut self, bytes: &[u8], base: usize, mut specials: u64) {
+        self.specials += specials.count_ones() as usize;
+        while specials != 0 {
+            let i = base + specials.trailing_zeros() as usize;
+            let next = bytes.get(i + 1).copied().unwrap_or(0);
+            match bytes[i] {
+                b'\\' => {
+                    self.backslash = true;
+                    self.escapes += usize::from(matches!(next, b'u' | b'x' | b'U'));
+                }
+                b'&' => self.entities += usize::from(entity_at(bytes, i)),
+                _ => {
+                    let after = bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+                    self.percents += usize::from(next.is_ascii_hexdigit() && after);
+                }
+            }
+            specials &= specials - 1;
         }
     }
 
@@ -1453,79 +1461,185 @@ impl Surveyor {
 
     fn survey(mut self, bytes: &[u8]) -> Survey {
         self.end_line(bytes);
-        let mut s = Survey {
+        // Fewer than MIN_ESCAPES specials make no region unless one is a backslash, and then
+        // nothing is counted.
+        if self.specials < MIN_ESCAPES && !self.backslash {
+            (self.escapes, self.entities, self.percents) = (0, 0, 0);
+        }
+        Survey {
             plain: !self.not_plain,
             base64: self.base64,
             hex: self.hex,
             leet_line: self.leet_line,
             candidates: (self.n_found <= MAX_CANDIDATES)
                 .then_some((self.found, self.n_found as u8)),
-            ..Survey::default()
-        };
-        count_escapes(bytes, &mut s);
-        s
-    }
-}
-
-/// Bit `i` set where `flags[i]` is 1 (every flag is 0 or 1). The multiplication gathers the
-/// low bits of eight bytes into the top byte: no two partial products share a bit, so nothing
-/// carries into it.
-#[inline(always)]
-fn bits(flags: &[u8; BLOCK]) -> u64 {
-    let mut mask = 0;
-    for (k, eight) in flags.chunks_exact(8).enumerate() {
-        let word = u64::from_le_bytes(eight.try_into().expect("chunks_exact yields eight bytes"));
-        mask |= (word.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * k);
-    }
-    mask
-}
-
-/// The eight-byte words of a block, for a test of all its flags at once (a fold over its bytes
-/// would not be vectorised).
-#[inline(always)]
-fn words(flags: &[u8; BLOCK]) -> impl Iterator<Item = u64> + '_ {
-    flags.chunks_exact(8).map(|eight| u64::from_le_bytes(eight.try_into().expect("eight bytes")))
-}
-
-/// Where runs of at least `len` set bits end (`len` at most [`BLOCK`]), in `block` preceded by
-/// `before`: bit `BLOCK + i` of the result is bit `i` of `block`, bit `i` of it is of `before`.
-#[inline(always)]
-fn run_ends(block: u64, before: u64, len: usize) -> u128 {
-    let mut run = (u128::from(block) << BLOCK) | u128::from(before);
-    let mut covered = 1;
-    while 2 * covered <= len {
-        run &= run << covered;
-        covered *= 2;
-    }
-    if covered < len {
-        run &= run << (len - covered);
-    }
-    run
-}
-
-/// Counts the escapes, entities and percent-escapes that decoding looks for. Only `\` `&` `%`
-/// start one, so the search skips to them. Fewer than [`MIN_ESCAPES`] of those make no region
-/// unless one is a backslash, and then nothing is counted.
-fn count_escapes(bytes: &[u8], s: &mut Survey) {
-    let (mut specials, mut backslash) = (0, false);
-    for i in memchr::memchr3_iter(b'\\', b'&', b'%', bytes) {
-        specials += 1;
-        let next = bytes.get(i + 1).copied().unwrap_or(0);
-        match bytes[i] {
-            b'\\' => {
-                backslash = true;
-                s.escapes += usize::from(matches!(next, b'u' | b'x' | b'U'));
-            }
-            b'&' => s.entities += usize::from(entity_at(bytes, i)),
-            _ => {
-                let after = bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
-                s.percents += usize::from(next.is_ascii_hexdigit() && after);
-            }
+            escapes: self.escapes,
+            entities: self.entities,
+            percents: self.percents,
         }
     }
-    if specials < MIN_ESCAPES && !backslash {
-        (s.escapes, s.entities, s.percents) = (0, 0, 0);
+}
+
+/// What the bytes of one block are, one bit per byte: bit `i` describes `block[i]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Masks {
+    /// Letters, digits and `+ / = - _`.
+    base64: u64,
+    /// Hex digits and spaces.
+    hex_space: u64,
+    /// Letters and bytes from 0x80 up, as [`EXTRA`] has them.
+    letter: u64,
+    /// Leet characters: `0 1 3 4 5 7 @ $`.
+    leet: u64,
+    /// Bytes that are not [`Profile::plain`].
+    not_plain: u64,
+    /// `\` `&` `%`, which start escapes, entities and percent-escapes.
+    special: u64,
+}
+
+/// The [`Masks`] of `block`.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn classify(block: &[u8; BLOCK]) -> Masks {
+    sse2::classify(block)
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn classify(block: &[u8; BLOCK]) -> Masks {
+    classify_portable(block)
+}
+
+/// The [`Masks`] of `block`, a byte at a time: for targets without SSE2, and the reference the
+/// vector classifier is tested against.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+fn classify_portable(block: &[u8; BLOCK]) -> Masks {
+    let mut m = Masks::default();
+    for (i, &b) in block.iter().enumerate() {
+        let alpha = (b | 0x20).wrapping_sub(b'a');
+        let digit = b.wrapping_sub(b'0');
+        let symbol = matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
+        let leet = matches!(b, b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'@' | b'$');
+        let plain = matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r');
+        let bit = |set: bool| u64::from(set) << i;
+        m.base64 |= bit(alpha < 26 || digit < 10 || symbol);
+        m.hex_space |= bit(alpha < 6 || digit < 10 || b == b' ');
+        m.letter |= bit(alpha < 26 || b >= 0x80);
+        m.leet |= bit(leet);
+        m.not_plain |= bit(!plain);
+        m.special |= bit(matches!(b, b'\\' | b'&' | b'%'));
     }
+    m
+}
+
+/// The vector classifier: sixteen bytes per load, each class a few compares and one byte mask.
+/// The compiler makes neither the range tests nor `pmovmskb` from the portable loop, and this
+/// is most of the survey's work on text with nothing in it.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[allow(unsafe_code)]
+mod sse2 {
+    use super::{Masks, BLOCK};
+    use std::arch::x86_64::{
+        __m128i, _mm_add_epi8, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_loadu_si128,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+
+    #[inline(always)]
+    pub(super) fn classify(block: &[u8; BLOCK]) -> Masks {
+        let mut m = Masks::default();
+        for (k, chunk) in block.chunks_exact(16).enumerate() {
+            let [base64, hex_space, letter, leet, not_plain, special] = classify16(chunk);
+            let at = |mask: u16| u64::from(mask) << (16 * k);
+            m.base64 |= at(base64);
+            m.hex_space |= at(hex_space);
+            m.letter |= at(letter);
+            m.leet |= at(leet);
+            m.not_plain |= at(not_plain);
+            m.special |= at(special);
+        }
+        m
+    }
+
+    /// Masks of the first sixteen bytes of `chunk`, in the order of [`Masks`]' fields.
+    #[inline(always)]
+    fn classify16(chunk: &[u8]) -> [u16; 6] {
+        let chunk = &chunk[..16];
+        // SAFETY: SSE2 is enabled at compile time (the `cfg` above; every x86_64 CPU has it),
+        // and the unaligned load reads exactly the sixteen bytes `chunk` borrows.
+        unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            let splat = |b: u8| _mm_set1_epi8(b as i8);
+            let eq = |b: u8| _mm_cmpeq_epi8(v, splat(b));
+            // `lo..=hi` (with `hi` at most 0x7F), in two instructions: the addition takes `hi`
+            // to 0x7F, the top of the signed bytes, and `lo` just as far below it, and every
+            // other byte lower than that, wrapping or not.
+            let within = |x: __m128i, lo: u8, hi: u8| {
+                let top = _mm_add_epi8(x, splat(0x7F - hi));
+                _mm_cmpgt_epi8(top, splat(0x7E - (hi - lo)))
+            };
+            let or = |a: __m128i, b: __m128i| _mm_or_si128(a, b);
+            // `| 0x20` folds case, and the only bytes it takes into `a..=z` are letters.
+            let folded = _mm_or_si128(v, splat(0x20));
+            let letter = within(folded, b'a', b'z');
+            let digits = within(v, b'0', b'9');
+            let symbols = or(or(eq(b'+'), eq(b'/')), or(or(eq(b'='), eq(b'-')), eq(b'_')));
+            let base64 = or(or(letter, digits), symbols);
+            let hex_space = or(or(within(folded, b'a', b'f'), digits), eq(b' '));
+            // Digits below 8 but 2 and 6, the two that `| 4` makes 6.
+            let two_six = _mm_cmpeq_epi8(_mm_or_si128(v, splat(4)), splat(b'6'));
+            let leet = or(_mm_andnot_si128(two_six, within(v, b'0', b'7')), or(eq(b'@'), eq(b'$')));
+            let printable = within(v, b' ', b'~');
+            let plain = or(printable, or(or(eq(b'\t'), eq(b'\n')), eq(b'\r')));
+            let high = _mm_movemask_epi8(v);
+            let mask = |x: __m128i| _mm_movemask_epi8(x) as u16;
+            let special = or(within(v, b'%', b'&'), eq(b'\\'));
+            [
+                mask(base64),
+                mask(hex_space),
+                mask(letter) | high as u16,
+                mask(leet),
+                !mask(plain),
+                mask(special),
+            ]
+        }
+    }
+}
+
+/// Where runs of set bits in successive block masks are long, by doubling: bit `i` of `ends[k]`
+/// is set where the `2^k` bits up to bit `i` of the last block are all set, counting back into
+/// the blocks before it. A block needs only the top bits of the last one's, so nothing wider
+/// than a block is shifted.
+#[derive(Clone, Copy, Debug, Default)]
+struct Runs {
+    ends: [u64; 5],
+}
+
+const _: () = assert!(MIN_BASE64_RUN == Runs::LONG && HEX_PAIRS_SPAN + 3 - Runs::LONG < BLOCK);
+
+impl Runs {
+    /// The run length [`Runs::next`] reports.
+    const LONG: usize = 16;
+
+    /// Takes the next block's `mask`; returns where runs of at least [`Runs::LONG`] set bits
+    /// end in it, and where they ended in the block before.
+    #[inline(always)]
+    fn next(&mut self, mask: u64) -> (u64, u64) {
+        let mut run = mask;
+        for k in 0..4 {
+            let before = self.ends[k];
+            self.ends[k] = run;
+            run &= shifted(run, before, 1 << k);
+        }
+        let before = std::mem::replace(&mut self.ends[4], run);
+        (run, before)
+    }
+}
+
+/// The bits of a block's `mask` moved `by` places up (`by` in `1..BLOCK`), the top ones of the
+/// block `before` coming in from below.
+#[inline(always)]
+fn shifted(mask: u64, before: u64, by: usize) -> u64 {
+    (mask << by) | (before >> (BLOCK - by))
 }
 
 /// Whether the `&` at `i` starts what [`decode_entities`] decodes: `&#` and a digit (or `x` and a
@@ -2248,6 +2362,28 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[test]
+    fn sse2_classifier_agrees_with_the_portable_one() {
+        let check = |block: &[u8; BLOCK]| {
+            assert_eq!(sse2::classify(block), classify_portable(block), "masks of {block:?}");
+        };
+        // Every byte value in every lane, among neighbours that are in no class and in all.
+        for filler in [b'.', b'a'] {
+            for at in 0..BLOCK {
+                for b in 0..=255 {
+                    let mut block = [filler; BLOCK];
+                    block[at] = b;
+                    check(&block);
+                }
+            }
+        }
+        let mut rng = Rng(0xb10c);
+        for _ in 0..20_000 {
+            check(&std::array::from_fn(|_| rng.below(256) as u8));
         }
     }
 

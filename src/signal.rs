@@ -1,5 +1,5 @@
-//! POSIX signal calls that std does not offer: with the frame's SSE2 string scan, the only
-//! unsafe code in mcpdome.
+//! POSIX signal calls that std does not offer: with the frame's SSE2 string scan and the
+//! normalizer's SSE2 survey, the only unsafe code in mcpdome.
 //!
 //! mcpdome must end its upstream when it is told to stop, so SIGTERM, SIGINT and SIGHUP are
 //! blocked in every thread ([`block`], called before any thread starts) and received
