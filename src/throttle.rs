@@ -373,8 +373,15 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     }
     let action = if ctx.msg.method() == "tools/call" { Some(ctx.action()?) } else { None };
     let tool = action.as_ref().and_then(|action| action.name.as_deref());
-    let anonymous = gate.anonymous();
-    let identity = ctx.identity.as_ref().unwrap_or(&anonymous);
+    // Cloned only when it is the one that asks (see `policy::check`).
+    let anonymous;
+    let identity = match ctx.identity.as_deref() {
+        Some(identity) => identity,
+        None => {
+            anonymous = gate.anonymous();
+            &anonymous
+        }
+    };
     let budgets: Vec<(usize, &Budget)> = match tool {
         None => Vec::new(),
         Some(tool) => settings
