@@ -6740,7 +6740,7 @@ mod tests {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..5000 {
             let mut inside = String::new();
-            for _ in 0..seed % 7 {
+            for _ in 0..seed % 41 {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
