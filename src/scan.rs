@@ -1678,10 +1678,7 @@ fn ceil_char(text: &str, mut i: usize) -> usize {
 struct Automaton {
     classes: [u8; 256],
     stride: usize,
-    /// Padded to a power of two, so that an index masked with `mask` needs no bounds check
-    /// (every real index is below the real length; the padding is never read, nor resident).
     table: Vec<u32>,
-    mask: usize,
     /// For each state, the anchors that end there (including through suffix links).
     outputs: Vec<Vec<u32>>,
     /// Length of each anchor.
@@ -1750,8 +1747,7 @@ impl Automaton {
         // Breadth-first: failure links, merged outputs, and the dense transition table.
         let n_states = outputs.len();
         let mut fail = vec![0usize; n_states];
-        // Zeroed by the allocator: the padding's pages are never touched, so never resident.
-        let mut table = vec![0u32; (n_states * stride).next_power_of_two()];
+        let mut table = vec![0u32; n_states * stride];
         let mut queue = std::collections::VecDeque::new();
         for c in 0..stride {
             let next = trie[c];
@@ -1774,7 +1770,7 @@ impl Automaton {
                 }
             }
         }
-        for entry in table[..n_states * stride].iter_mut() {
+        for entry in table.iter_mut() {
             let target = *entry as usize;
             let mut v = (target * stride) as u32;
             if !outputs[target].is_empty() {
@@ -1795,8 +1791,7 @@ impl Automaton {
             }
         }
         let lens = patterns.iter().map(|p| p.len() as u32).collect();
-        let mask = table.len() - 1;
-        Automaton { classes, stride, table, mask, outputs, lens, collapse }
+        Automaton { classes, stride, table, outputs, lens, collapse }
     }
 
     /// Calls `f(anchor, start, end)` for every occurrence of every anchor, in no particular
@@ -1859,13 +1854,11 @@ impl Automaton {
         // Parts differ in length by one byte at most: the step covers the shortest, and each
         // walker finishes its own.
         let shortest = (0..WAYS).map(|j| bounds[j + 1] - bounds[j]).min().unwrap_or(0);
-        let part = |j: usize| &haystack[bounds[j]..bounds[j] + shortest];
-        let steps = part(0).iter().zip(part(1)).zip(part(2)).zip(part(3));
-        for (k, (((&b0, &b1), &b2), &b3)) in steps.enumerate() {
-            w0.step_byte(self, b0, haystack, k, f);
-            w1.step_byte(self, b1, haystack, bounds[1] + k, f);
-            w2.step_byte(self, b2, haystack, bounds[2] + k, f);
-            w3.step_byte(self, b3, haystack, bounds[3] + k, f);
+        for k in 0..shortest {
+            w0.step(self, haystack, k, f);
+            w1.step(self, haystack, bounds[1] + k, f);
+            w2.step(self, haystack, bounds[2] + k, f);
+            w3.step(self, haystack, bounds[3] + k, f);
         }
         for (j, walker) in [&mut w0, &mut w1, &mut w2, &mut w3].into_iter().enumerate() {
             for i in bounds[j] + shortest..bounds[j + 1] {
@@ -1952,20 +1945,7 @@ impl Walker {
         i: usize,
         f: &mut impl FnMut(usize, usize, usize),
     ) {
-        self.step_byte(a, haystack[i], haystack, i, f);
-    }
-
-    /// [`Walker::step`] with the byte at `i` already read.
-    #[inline(always)]
-    fn step_byte(
-        &mut self,
-        a: &Automaton,
-        b: u8,
-        haystack: &[u8],
-        i: usize,
-        f: &mut impl FnMut(usize, usize, usize),
-    ) {
-        let t = a.table[(self.state + a.classes[b as usize] as usize) & a.mask];
+        let t = a.table[self.state + a.classes[haystack[i] as usize] as usize];
         self.state = (t & !MATCH_BIT) as usize;
         if t & MATCH_BIT != 0 {
             a.report(self.state, haystack, i + 1, f);
