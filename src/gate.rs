@@ -446,6 +446,12 @@ impl Gate {
         Arc::clone(&self.anonymous)
     }
 
+    /// Who a request speaks for: its own identity, or else the shared anonymous one, borrowed
+    /// (a clone of the `Arc` is an atomic increment on a count both relay threads touch).
+    pub fn identity_or_anonymous<'a>(&'a self, identity: Option<&'a Identity>) -> &'a Identity {
+        identity.unwrap_or(&self.anonymous)
+    }
+
     /// Records a request sent by `from`, unless that id is already open in that direction or
     /// the direction holds as many open requests as it may.
     pub fn open_request(&self, from: Side, id: &str, open: Open) -> Result<(), NotOpened> {

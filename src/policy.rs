@@ -559,16 +559,7 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
         Action::Tool { .. } => params.name.clone(),
         _ => None,
     };
-    // The shared anonymous identity is cloned only when it is the one that asks: a clone is
-    // an atomic increment on a count both relay threads touch.
-    let anonymous;
-    let identity = match ctx.identity.as_deref() {
-        Some(identity) => identity,
-        None => {
-            anonymous = gate.anonymous();
-            &anonymous
-        }
-    };
+    let identity = gate.identity_or_anonymous(ctx.identity.as_deref());
     // Only a time window looks at the clock; without one, the time is never read.
     let now = if policy.rules.iter().any(|rule| rule.window.is_some()) {
         std::time::SystemTime::now()

@@ -824,6 +824,17 @@ impl<'r> TextWalk<'r> {
         (self.text.as_bytes().get(self.i) == Some(&c)).then(|| self.i += 1)
     }
 
+    /// Steps into the container whose opening bracket is next: `Some(true)` when it is empty
+    /// (and already stepped over), `None` when it nests too deep.
+    fn open(&mut self, close: u8, depth: usize) -> Option<bool> {
+        if depth >= MAX_TEXT_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        self.ws();
+        Some(self.eat(close).is_some())
+    }
+
     /// After a member or an item: whether another follows (`,`) or the container ends.
     fn more(&mut self, close: u8) -> Option<bool> {
         self.ws();
@@ -842,8 +853,8 @@ impl<'r> TextWalk<'r> {
     fn value(&mut self, doc: &mut Doc<'_>, key: Option<&str>, depth: usize) -> Option<()> {
         match *self.text.as_bytes().get(self.i)? {
             b'"' => {
-                let inside = self.string_inside()?;
-                if inside.contains('\\') {
+                let (inside, escaped) = self.string_inside()?;
+                if escaped {
                     let mut scratch = std::mem::take(&mut self.scratch);
                     scratch.clear();
                     unescape_json(inside, &mut scratch)?;
@@ -854,12 +865,7 @@ impl<'r> TextWalk<'r> {
                 }
             }
             b'{' => {
-                if depth >= MAX_TEXT_DEPTH {
-                    return None;
-                }
-                self.i += 1;
-                self.ws();
-                if self.eat(b'}').is_some() {
+                if self.open(b'}', depth)? {
                     return Some(());
                 }
                 loop {
@@ -881,12 +887,7 @@ impl<'r> TextWalk<'r> {
                 }
             }
             b'[' => {
-                if depth >= MAX_TEXT_DEPTH {
-                    return None;
-                }
-                self.i += 1;
-                self.ws();
-                if self.eat(b']').is_some() {
+                if self.open(b']', depth)? {
                     return Some(());
                 }
                 for index in 0usize.. {
@@ -917,8 +918,8 @@ impl<'r> TextWalk<'r> {
 
     /// The string whose opening quote is next, decoded.
     fn string(&mut self) -> Option<std::borrow::Cow<'r, str>> {
-        let inside = self.string_inside()?;
-        if !inside.contains('\\') {
+        let (inside, escaped) = self.string_inside()?;
+        if !escaped {
             return Some(std::borrow::Cow::Borrowed(inside));
         }
         let mut decoded = String::with_capacity(inside.len());
@@ -926,28 +927,38 @@ impl<'r> TextWalk<'r> {
         Some(std::borrow::Cow::Owned(decoded))
     }
 
-    /// What is between the quotes of the string whose opening quote is next, as it is written.
-    fn string_inside(&mut self) -> Option<&'r str> {
-        let text = self.text;
-        let b = text.as_bytes();
-        let open = self.i;
-        let mut i = open + 1;
-        loop {
-            i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
-            if b[i] == b'"' {
-                break;
-            }
-            i += 2;
-        }
-        self.i = i + 1;
-        let inside = &text[open + 1..i];
-        // A control character must be escaped; `serde_json` refuses the text otherwise.
-        let control = inside
-            .as_bytes()
-            .chunks(64)
-            .any(|chunk| chunk.iter().fold(false, |found, &c| found | (c < 0x20)));
-        (!control).then_some(inside)
+    /// What is between the quotes of the string whose opening quote is next, as it is written,
+    /// and whether it has escapes.
+    fn string_inside(&mut self) -> Option<(&'r str, bool)> {
+        let (close, escaped) = string_close(self.text.as_bytes(), self.i)?;
+        let inside = &self.text[self.i + 1..close];
+        self.i = close + 1;
+        (!has_control(inside)).then_some((inside, escaped))
     }
+}
+
+/// Where the string whose opening quote is at `open` closes, and whether it has escapes. Only
+/// the end is found; what is between the quotes is checked by its reader.
+fn string_close(b: &[u8], open: usize) -> Option<(usize, bool)> {
+    let mut i = open + 1;
+    let mut escaped = false;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[i] == b'"' {
+            return Some((i, escaped));
+        }
+        escaped = true;
+        i += 2;
+    }
+}
+
+/// Whether a string's JSON text holds a control character, which must be escaped: `serde_json`
+/// refuses the text otherwise. A fold over whole chunks, which vectorises.
+fn has_control(inside: &str) -> bool {
+    inside
+        .as_bytes()
+        .chunks(64)
+        .any(|chunk| chunk.iter().fold(false, |found, &c| found | (c < 0x20)))
 }
 
 /// The first `\\` in `b` at or after `from`. Escapes in JSON text are often a few dozen bytes
@@ -1143,24 +1154,9 @@ fn json_values_each(text: &str, each: &mut dyn FnMut(&str)) -> Option<()> {
             Some(p) => i += p,
             None => break,
         }
-        let start = i;
-        i += 1;
-        let mut escaped = false;
-        loop {
-            match bytes.get(i..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
-                None => return None,
-                Some(p) if bytes[i + p] == b'"' => {
-                    i += p;
-                    break;
-                }
-                Some(p) => {
-                    escaped = true;
-                    i += p + 2;
-                }
-            }
-        }
-        let inside = &text[start + 1..i];
-        i += 1;
+        let (close, escaped) = string_close(bytes, i)?;
+        let inside = &text[i + 1..close];
+        i = close + 1;
         let mut j = i;
         while j < bytes.len() && bytes[j].is_ascii_whitespace() {
             j += 1;
@@ -1170,8 +1166,7 @@ fn json_values_each(text: &str, each: &mut dyn FnMut(&str)) -> Option<()> {
             Some(b',' | b']' | b'}') | None => {}
             Some(_) => return None,
         }
-        if inside.bytes().any(|b| b < 0x20) {
-            // `serde_json` refuses a control character in a string; so does this.
+        if has_control(inside) {
             return None;
         }
         if escaped {

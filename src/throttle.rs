@@ -373,15 +373,7 @@ pub fn check(gate: &Gate, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
     }
     let action = if ctx.msg.method() == "tools/call" { Some(ctx.action()?) } else { None };
     let tool = action.as_ref().and_then(|action| action.name.as_deref());
-    // Cloned only when it is the one that asks (see `policy::check`).
-    let anonymous;
-    let identity = match ctx.identity.as_deref() {
-        Some(identity) => identity,
-        None => {
-            anonymous = gate.anonymous();
-            &anonymous
-        }
-    };
+    let identity = gate.identity_or_anonymous(ctx.identity.as_deref());
     let budgets: Vec<(usize, &Budget)> = match tool {
         None => Vec::new(),
         Some(tool) => settings

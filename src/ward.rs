@@ -169,24 +169,26 @@ fn check_request(gate: &Gate, ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny
 }
 
 fn check_server_request(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
-    if !matches!(ctx.msg.method(), "sampling/createMessage" | "elicitation/create") {
-        return Ok(());
-    }
-    let Some(raw) = ctx.msg.params else { return Ok(()) };
-    let findings = ward.scanner.scan_json_text(raw.get(), Target::Response);
-    decide(ward, ctx, &findings, Target::Response, "the server's request")
+    let methods = ["sampling/createMessage", "elicitation/create"];
+    check_params(ward, ctx, &methods, "the server's request")
 }
 
 /// Notifications a client shows the user or passes to its model: log messages and progress
 /// messages. A refused notification is dropped (there is nobody to answer); secrets in one are
 /// redacted as in a result.
 fn check_notification(ward: &Ward, ctx: &mut Ctx<'_>) -> Result<(), Deny> {
-    if !matches!(ctx.msg.method(), "notifications/message" | "notifications/progress") {
+    let methods = ["notifications/message", "notifications/progress"];
+    check_params(ward, ctx, &methods, "the notification")
+}
+
+/// Scans the params of a server's message with one of `methods`, as the server's words.
+fn check_params(ward: &Ward, ctx: &mut Ctx<'_>, methods: &[&str], what: &str) -> Result<(), Deny> {
+    if !methods.contains(&ctx.msg.method()) {
         return Ok(());
     }
     let Some(raw) = ctx.msg.params else { return Ok(()) };
     let findings = ward.scanner.scan_json_text(raw.get(), Target::Response);
-    decide(ward, ctx, &findings, Target::Response, "the notification")
+    decide(ward, ctx, &findings, Target::Response, what)
 }
 
 /// The client's answer to a server's request: what the user typed into an elicitation form,
