@@ -1299,6 +1299,57 @@ fn survey(bytes: &[u8]) -> Survey {
 /// Bytes [`survey`] classifies at once: one bit of a `u64` mask each.
 const BLOCK: usize = 64;
 
+/// What the surveys learn from the long base64 runs they examine, one run at a time.
+#[derive(Clone, Debug, Default)]
+struct Encoded {
+    /// The end of the last run examined; a long run is examined once.
+    examined: usize,
+    base64: bool,
+    hex: bool,
+    /// The runs worth decoding, the first [`MAX_CANDIDATES`] of them; `usize::MAX` when
+    /// decoding must search anyway.
+    found: [(u32, u32); MAX_CANDIDATES],
+    n_found: usize,
+}
+
+impl Encoded {
+    /// The base64 run that starts at `start`, MIN_BASE64_RUN bytes of it seen: whether it may
+    /// be base64 text or hex, and where it is.
+    #[cold]
+    fn examine_run(&mut self, bytes: &[u8], start: usize) {
+        let end = bytes[start..]
+            .iter()
+            .position(|&c| CLASSES[c as usize] & C_B64 == 0)
+            .map_or(bytes.len(), |p| start + p);
+        self.examined = end;
+        let classes = bytes[start..end].iter().fold(0, |acc, &c| acc | CLASSES[c as usize]);
+        let base64 = base64_candidate(end - start, classes);
+        let (mut hex_run, mut hex) = (0, false);
+        for &c in &bytes[start..end] {
+            hex_run = (hex_run + 1) * usize::from(CLASSES[c as usize] & C_HEX != 0);
+            hex |= hex_run >= MIN_HEX_DIGITS;
+        }
+        if base64 || hex {
+            if self.n_found < MAX_CANDIDATES {
+                self.found[self.n_found] = (start as u32, end as u32);
+            }
+            self.n_found = self.n_found.saturating_add(1);
+        }
+        self.base64 |= base64;
+        self.hex |= hex;
+    }
+
+    /// "49 67 6e 6f ...": hex, not remembered as a candidate, so decoding searches.
+    fn spaced_hex_pairs(&mut self) {
+        self.hex = true;
+        self.n_found = usize::MAX;
+    }
+
+    fn candidates(&self) -> Option<([(u32, u32); MAX_CANDIDATES], u8)> {
+        (self.n_found <= MAX_CANDIDATES).then_some((self.found, self.n_found as u8))
+    }
+}
+
 /// The state of one [`survey`] between blocks.
 #[derive(Clone, Debug, Default)]
 struct Surveyor {
@@ -1310,10 +1361,7 @@ struct Surveyor {
     prev_letter: u64,
     prev_leet: u64,
     not_plain: bool,
-    /// The end of the last base64 run examined; a long run is examined once.
-    examined: usize,
-    base64: bool,
-    hex: bool,
+    encoded: Encoded,
     /// Spaced hex pairs were seen: decoding searches, and more of them change nothing.
     hex_pairs: bool,
     leet_line: bool,
@@ -1322,8 +1370,6 @@ struct Surveyor {
     adjacent: usize,
     line_pair: usize,
     line_end: usize,
-    found: [(u32, u32); MAX_CANDIDATES],
-    n_found: usize,
     /// The `\` `&` `%` bytes seen, whether one was a backslash, and what [`Survey`] counts.
     specials: usize,
     backslash: bool,
@@ -1349,8 +1395,8 @@ impl Surveyor {
         let mut reached = long & !shifted(long, before, 1);
         while reached != 0 {
             let end = base + reached.trailing_zeros() as usize;
-            if end >= self.examined {
-                self.examine_run(bytes, end + 1 - MIN_BASE64_RUN);
+            if end >= self.encoded.examined {
+                self.encoded.examine_run(bytes, end + 1 - MIN_BASE64_RUN);
             }
             reached &= reached - 1;
         }
@@ -1366,7 +1412,8 @@ impl Surveyor {
                 let end = base + spans.trailing_zeros() as usize;
                 if hex_pairs(&bytes[end + 1 - HEX_PAIRS_SPAN..=end]) {
                     // "49 67 6e 6f ...": not remembered as a candidate, so decoding searches.
-                    (self.hex, self.hex_pairs, self.n_found) = (true, true, usize::MAX);
+                    self.encoded.spaced_hex_pairs();
+                    self.hex_pairs = true;
                     break;
                 }
                 spans &= spans - 1;
@@ -1435,30 +1482,6 @@ impl Surveyor {
         self.leet_line |= leet_dense(self.adjacent, len);
     }
 
-    #[cold]
-    fn examine_run(&mut self, bytes: &[u8], start: usize) {
-        let end = bytes[start..]
-            .iter()
-            .position(|&c| CLASSES[c as usize] & C_B64 == 0)
-            .map_or(bytes.len(), |p| start + p);
-        self.examined = end;
-        let classes = bytes[start..end].iter().fold(0, |acc, &c| acc | CLASSES[c as usize]);
-        let base64 = base64_candidate(end - start, classes);
-        let (mut hex_run, mut hex) = (0, false);
-        for &c in &bytes[start..end] {
-            hex_run = (hex_run + 1) * usize::from(CLASSES[c as usize] & C_HEX != 0);
-            hex |= hex_run >= MIN_HEX_DIGITS;
-        }
-        if base64 || hex {
-            if self.n_found < MAX_CANDIDATES {
-                self.found[self.n_found] = (start as u32, end as u32);
-            }
-            self.n_found = self.n_found.saturating_add(1);
-        }
-        self.base64 |= base64;
-        self.hex |= hex;
-    }
-
     fn survey(mut self, bytes: &[u8]) -> Survey {
         self.end_line(bytes);
         // Fewer than MIN_ESCAPES specials make no region unless one is a backslash, and then
@@ -1468,11 +1491,10 @@ impl Surveyor {
         }
         Survey {
             plain: !self.not_plain,
-            base64: self.base64,
-            hex: self.hex,
+            base64: self.encoded.base64,
+            hex: self.encoded.hex,
             leet_line: self.leet_line,
-            candidates: (self.n_found <= MAX_CANDIDATES)
-                .then_some((self.found, self.n_found as u8)),
+            candidates: self.encoded.candidates(),
             escapes: self.escapes,
             entities: self.entities,
             percents: self.percents,
@@ -2105,17 +2127,12 @@ mod tests {
     struct ByteSurveyor {
         run: usize,
         hex_space: usize,
-        /// The last byte examined by a slow path; a long run is examined once.
-        examined: usize,
+        encoded: Encoded,
         prev: u8,
         adjacent: usize,
         line: usize,
         specials: usize,
-        base64: bool,
-        hex: bool,
         leet_line: bool,
-        found: [(u32, u32); MAX_CANDIDATES],
-        n_found: usize,
     }
 
     impl ByteSurveyor {
@@ -2130,15 +2147,13 @@ mod tests {
             self.run = (self.run + 1) & mask(class & C_B64 != 0);
             self.hex_space = (self.hex_space + 1) & mask(class & C_HEX != 0 || b == b' ');
             self.specials += usize::from(class & C_SPECIAL != 0);
-            if self.run == MIN_BASE64_RUN && i >= self.examined {
-                self.examine_run(bytes, i + 1 - MIN_BASE64_RUN);
+            if self.run == MIN_BASE64_RUN && i >= self.encoded.examined {
+                self.encoded.examine_run(bytes, i + 1 - MIN_BASE64_RUN);
             }
             if (HEX_PAIRS_SPAN..HEX_PAIRS_SPAN + 3).contains(&self.hex_space)
                 && hex_pairs(&bytes[i + 1 - HEX_PAIRS_SPAN..=i])
             {
-                // "49 67 6e 6f ...": not remembered as a candidate, so decoding searches.
-                self.hex = true;
-                self.n_found = usize::MAX;
+                self.encoded.spaced_hex_pairs();
             }
             self.adjacent += usize::from(leet_pair(self.prev, extra));
             self.prev = extra;
@@ -2149,37 +2164,13 @@ mod tests {
             }
         }
 
-        fn examine_run(&mut self, bytes: &[u8], start: usize) {
-            let end = bytes[start..]
-                .iter()
-                .position(|&c| CLASSES[c as usize] & C_B64 == 0)
-                .map_or(bytes.len(), |p| start + p);
-            self.examined = end;
-            let classes = bytes[start..end].iter().fold(0, |acc, &c| acc | CLASSES[c as usize]);
-            let base64 = base64_candidate(end - start, classes);
-            let (mut hex_run, mut hex) = (0, false);
-            for &c in &bytes[start..end] {
-                hex_run = (hex_run + 1) * usize::from(CLASSES[c as usize] & C_HEX != 0);
-                hex |= hex_run >= MIN_HEX_DIGITS;
-            }
-            if base64 || hex {
-                if self.n_found < MAX_CANDIDATES {
-                    self.found[self.n_found] = (start as u32, end as u32);
-                }
-                self.n_found = self.n_found.saturating_add(1);
-            }
-            self.base64 |= base64;
-            self.hex |= hex;
-        }
-
         fn survey(self, bytes: &[u8]) -> Survey {
             let mut s = Survey {
                 plain: is_plain(bytes),
-                base64: self.base64,
-                hex: self.hex,
+                base64: self.encoded.base64,
+                hex: self.encoded.hex,
                 leet_line: self.leet_line || leet_dense(self.adjacent, self.line),
-                candidates: (self.n_found <= MAX_CANDIDATES)
-                    .then_some((self.found, self.n_found as u8)),
+                candidates: self.encoded.candidates(),
                 ..Survey::default()
             };
             // Fewer specials than escapes make a region are counted only if one is a backslash.
