@@ -415,8 +415,14 @@ struct Doc<'s> {
     phrases: usize,
     /// Where each string that stands in `joined` as it is sits, and its JSON Pointer.
     segments: Vec<(Range<usize>, Range<usize>)>,
-    /// The pointers of `segments`, end to end (one allocation rather than one per string).
+    /// The pointers of `segments` and `embedded`, end to end (one allocation rather than one
+    /// per string).
     pointers: String,
+    /// Strings that are JSON text and stand in `joined` by their values (see [`Doc::string`]):
+    /// where the values stand, where the text is kept in `texts`, and its pointer.
+    embedded: Vec<Embedded>,
+    /// The texts of `embedded`, end to end.
+    texts: String,
     /// What the regexes may still read; every string walked adds to it.
     work: Work,
 }
@@ -435,6 +441,8 @@ impl<'s> Doc<'s> {
             phrases: 0,
             segments: Vec::new(),
             pointers: String::new(),
+            embedded: Vec::new(),
+            texts: String::new(),
             work: Work::new(),
         }
     }
@@ -554,9 +562,25 @@ impl<'s> Doc<'s> {
     fn join(&mut self, s: &str, view: Option<String>, pointer: &str) {
         self.phrases += usize::from(s.trim().contains(char::is_whitespace));
         match view {
-            Some(v) => {
+            // Its text is read for secrets only when its values show one (see
+            // `joined_secrets`), or when one of its keys may name a credential: a keyword
+            // rule reads the key and the value after it, and the values alone lack the key.
+            Some(v) if keyed_text(s) => {
                 self.raw_secrets(s, pointer);
                 self.joined.push_str(&v);
+            }
+            Some(v) => {
+                let start = self.joined.len();
+                self.joined.push_str(&v);
+                let text = self.texts.len();
+                self.texts.push_str(s);
+                let at = self.pointers.len();
+                self.pointers.push_str(pointer);
+                self.embedded.push(Embedded {
+                    values: start..self.joined.len(),
+                    text: text..self.texts.len(),
+                    pointer: at..self.pointers.len(),
+                });
             }
             None => {
                 let start = self.joined.len();
@@ -576,15 +600,29 @@ impl<'s> Doc<'s> {
     /// string. So the joined view only says which strings hold a secret; each of them is then
     /// scanned on its own, and what that finds is what is reported. Every span reported is
     /// therefore one that [`Scanner::redact`] finds in that string.
+    ///
+    /// A string that is JSON text stands in the joined view by its values, decoded, and is
+    /// scanned as it is written only when a match lies in its values. What its values show and
+    /// its text does not (a token written with `\u` escapes inside the JSON text) has no place
+    /// in the text to redact, and is reported without one, which refuses the message.
     fn joined_secrets(&mut self, found: Vec<(String, Range<usize>)>, joined: &str) {
         let mut strings = Vec::new();
-        for (_, m) in found {
+        let mut texts: Vec<(usize, String, Range<usize>)> = Vec::new();
+        for (id, m) in found {
+            let reach = m.end.max(m.start + 1);
             let first = self.segments.partition_point(|(range, _)| range.end <= m.start);
             for (i, (range, _)) in self.segments.iter().enumerate().skip(first) {
-                if range.start >= m.end.max(m.start + 1) {
+                if range.start >= reach {
                     break;
                 }
                 strings.push(i);
+            }
+            let first = self.embedded.partition_point(|e| e.values.end <= m.start);
+            for (i, e) in self.embedded.iter().enumerate().skip(first) {
+                if e.values.start >= reach {
+                    break;
+                }
+                texts.push((i, id.clone(), m.clone()));
             }
         }
         strings.sort_unstable();
@@ -594,9 +632,33 @@ impl<'s> Doc<'s> {
             let pointer = self.pointers[at].to_owned();
             self.raw_secrets(&joined[range], &pointer);
         }
+        let all_texts = std::mem::take(&mut self.texts);
+        for group in texts.chunk_by(|a, b| a.0 == b.0) {
+            let e = self.embedded[group[0].0].clone();
+            let pointer = self.pointers[e.pointer].to_owned();
+            let text = &all_texts[e.text];
+            let seen = self.raw_secrets(text, &pointer);
+            for (id, m) in group.iter().map(|(_, id, m)| (id, m)) {
+                let inside = e.values.start <= m.start && m.end <= e.values.end;
+                let value = &joined[m.clone()];
+                if inside
+                    && !seen.iter().any(|(rule, span)| rule == id && text[span.clone()] == *value)
+                {
+                    self.push_owned(
+                        id.clone(),
+                        Category::Secret,
+                        mask(value),
+                        None,
+                        &pointer,
+                        "json",
+                    );
+                }
+            }
+        }
     }
 
-    fn raw_secrets(&mut self, s: &str, pointer: &str) {
+    /// Reports the secrets of `s` with their spans, and returns them.
+    fn raw_secrets(&mut self, s: &str, pointer: &str) -> Vec<(String, Range<usize>)> {
         let target = self.target.bit();
         let mut found = Vec::new();
         let secrets = &self.scanner.secrets;
@@ -605,10 +667,11 @@ impl<'s> Doc<'s> {
             true
         });
         self.overloaded(complete, pointer);
-        for (id, m) in found {
+        for (id, m) in &found {
             let excerpt = mask(&s[m.clone()]);
-            self.push_owned(id, Category::Secret, excerpt, Some(m), pointer, "raw");
+            self.push_owned(id.clone(), Category::Secret, excerpt, Some(m.clone()), pointer, "raw");
         }
+        found
     }
 
     fn secrets_in(&mut self, text: &str, pointer: &str, via: &'static str) {
@@ -758,6 +821,42 @@ impl<'s> Doc<'s> {
         }
     }
 }
+
+/// A string of [`Doc`] that is JSON text (see [`Doc::joined_secrets`]).
+#[derive(Clone)]
+struct Embedded {
+    values: Range<usize>,
+    text: Range<usize>,
+    pointer: Range<usize>,
+}
+
+/// Whether JSON text `s` has an object key that a secret rule may need, so that its text is
+/// to be scanned as it is written (see [`Doc::joined_secrets`]): one that may name a credential
+/// (it holds a fragment of one of [`SECRET_KEYWORDS`]; the keyword rule finds the value after
+/// such a key only with the key before it), or one long enough, or with an `@`, to be a secret
+/// itself (the values view leaves keys out). Keys are found as strings with a `:` after them,
+/// so a value with a colon after it can only make this say yes.
+fn keyed_text(s: &str) -> bool {
+    let b = s.as_bytes();
+    memchr::memchr_iter(b':', b).any(|colon| {
+        let close = b[..colon].iter().rposition(|c| !c.is_ascii_whitespace());
+        let Some(close) = close.filter(|&at| b[at] == b'"') else { return false };
+        let open = b[..close].iter().rposition(|&c| c == b'"').map_or(0, |at| at + 1);
+        let key = &b[open..close];
+        key.len() >= SECRET_KEY_LEN
+            || key.contains(&b'@')
+            || KEY_FRAGMENTS
+                .iter()
+                .any(|f| key.windows(f.len()).any(|w| w.eq_ignore_ascii_case(f.as_bytes())))
+    })
+}
+
+/// Each of [`SECRET_KEYWORDS`] holds one of these.
+const KEY_FRAGMENTS: &[&str] = &["pass", "pwd", "secret", "token", "key", "auth", "credential"];
+
+/// A key this long may be a credential itself (the shortest the rules know, `AKIA` and sixteen
+/// more, is twenty).
+const SECRET_KEY_LEN: usize = 16;
 
 /// `serde_json` keeps object members sorted by key, which is not the order they were sent in.
 /// A phrase split across members is seen in the sorted order or, often, in the reverse one
@@ -6883,6 +6982,69 @@ mod tests {
             json!({"out": [pem, "next"]}),
             json!({"out": ["[REDACTED:secret-private-key]", "next"]}),
         );
+    }
+
+    /// JSON text in a tool result stands in the joined view by its values. Its text, as it is
+    /// written, is scanned only when its values show a secret or a key may lead to one; what
+    /// is found must be the same as when the text was always scanned.
+    #[test]
+    fn json_text_in_a_string_is_read_for_secrets() {
+        let token = format!("ghp_{}", fake(ALNUM, 36, 40));
+        let spans = |inner: &Value| -> Vec<(String, Option<Range<usize>>, String)> {
+            let result = json!({"content": [{"type": "text", "text": inner.to_string()}]});
+            let raw = result.to_string();
+            let mut found: Vec<_> = scanner()
+                .scan_json_text(&raw, R)
+                .into_iter()
+                .filter(|f| f.category == Category::Secret)
+                .map(|f| (f.rule, f.span, f.via.to_owned()))
+                .collect();
+            found.sort_by_key(|(rule, span, _)| {
+                (rule.clone(), span.clone().map(|r| (r.start, r.end)))
+            });
+            found
+        };
+        // In a value: found through the values, then with its place in the text.
+        let inner = json!({"repo": "mcpdome", "note": format!("use {token} here")});
+        let text = inner.to_string();
+        let at = text.find(&token).expect("token");
+        let expected =
+            vec![("secret-github-token".to_owned(), Some(at..at + token.len()), "raw".to_owned())];
+        assert_eq!(spans(&inner), expected);
+        // Under a key that names a credential: only the text has the key before the value.
+        let password = fake(ALNUM, 20, 41);
+        let found = spans(&json!({"user": "ci", "db_password": password}));
+        assert!(
+            found.iter().any(|(rule, span, _)| rule == "secret-keyword" && span.is_some()),
+            "{found:?}"
+        );
+        // In a key: the values leave keys out.
+        let found = spans(&json!({ token.clone(): 1 }));
+        assert!(
+            found.iter().any(|(rule, span, _)| rule == "secret-github-token" && span.is_some()),
+            "{found:?}"
+        );
+        // Written with `\u` escapes inside the JSON text: the values show it, the text does not,
+        // so there is no place to redact and it is reported without one.
+        let escaped = format!("{{\"note\": \"\\u0067{}\"}}", &token[1..]);
+        let result = json!({"content": [{"type": "text", "text": escaped}]});
+        let found = scanner().scan_json_text(&result.to_string(), R);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.rule == "secret-github-token" && f.span.is_none() && f.via == "json"),
+            "{found:?}"
+        );
+        // Nothing in either: nothing reported, and keys without a credential's name pass.
+        assert!(spans(&json!({"path": "/tmp/a.txt", "size": 12, "note": "all good"})).is_empty());
+        assert!(!keyed_text(r#"{"path": "a", "size": "b", "x":"c"}"#));
+        assert!(keyed_text(r#"{"path": "a", "apiKey" : "b"}"#));
+        assert!(keyed_text(r#"{"a": {"AUTH_header": 1}}"#));
+        assert!(keyed_text(r#"{"https://u:p@h": 1}"#));
+        assert!(keyed_text(&format!(r#"{{"{}": 1}}"#, "x".repeat(SECRET_KEY_LEN))));
+        for keyword in SECRET_KEYWORDS {
+            assert!(KEY_FRAGMENTS.iter().any(|f| keyword.contains(f)), "{keyword}");
+        }
     }
 
     #[test]
