@@ -427,22 +427,80 @@ struct Doc<'s> {
     work: Work,
 }
 
+/// The growable parts of a [`Doc`]. A scan leaves them to the next scan on its thread, emptied
+/// but with their room, so that scanning a message allocates next to nothing and a large one
+/// is not copied each time a view outgrows its room.
+#[derive(Default)]
+struct Buffers {
+    joined: String,
+    keys: String,
+    reversed: String,
+    segments: Vec<(Range<usize>, Range<usize>)>,
+    pointers: String,
+    embedded: Vec<Embedded>,
+    texts: String,
+}
+
+/// Buffers with more room than this, in all, are let go instead of kept.
+const MAX_KEPT: usize = 1 << 20;
+
+thread_local! {
+    static SPARE: std::cell::Cell<Buffers> = std::cell::Cell::new(Buffers::default());
+}
+
+impl Buffers {
+    fn room(&self) -> usize {
+        self.joined.capacity()
+            + self.keys.capacity()
+            + self.reversed.capacity()
+            + self.segments.capacity() * std::mem::size_of::<(Range<usize>, Range<usize>)>()
+            + self.pointers.capacity()
+            + self.embedded.capacity() * std::mem::size_of::<Embedded>()
+            + self.texts.capacity()
+    }
+}
+
+impl Drop for Doc<'_> {
+    fn drop(&mut self) {
+        let mut spare = Buffers {
+            joined: std::mem::take(&mut self.joined),
+            keys: std::mem::take(&mut self.keys),
+            reversed: std::mem::take(&mut self.reversed),
+            segments: std::mem::take(&mut self.segments),
+            pointers: std::mem::take(&mut self.pointers),
+            embedded: std::mem::take(&mut self.embedded),
+            texts: std::mem::take(&mut self.texts),
+        };
+        if spare.room() <= MAX_KEPT {
+            spare.joined.clear();
+            spare.keys.clear();
+            spare.reversed.clear();
+            spare.segments.clear();
+            spare.pointers.clear();
+            spare.embedded.clear();
+            spare.texts.clear();
+            SPARE.set(spare);
+        }
+    }
+}
+
 impl<'s> Doc<'s> {
     fn new(scanner: &'s Scanner, target: Target) -> Doc<'s> {
+        let Buffers { joined, keys, reversed, segments, pointers, embedded, texts } = SPARE.take();
         Doc {
             scanner,
             target,
             findings: Vec::new(),
-            joined: String::new(),
-            keys: String::new(),
-            reversed: String::new(),
+            joined,
+            keys,
+            reversed,
             plain: true,
             leet: false,
             phrases: 0,
-            segments: Vec::new(),
-            pointers: String::new(),
-            embedded: Vec::new(),
-            texts: String::new(),
+            segments,
+            pointers,
+            embedded,
+            texts,
             work: Work::new(),
         }
     }
@@ -655,6 +713,7 @@ impl<'s> Doc<'s> {
                 }
             }
         }
+        self.texts = all_texts;
     }
 
     /// Reports the secrets of `s` with their spans, and returns them.
@@ -766,7 +825,8 @@ impl<'s> Doc<'s> {
             let keys_plain = normalize::is_plain(keys.as_bytes());
             self.phrases_in(&Doc::view(&keys, keys_plain), "", "keys");
         }
-        self.findings
+        (self.joined, self.reversed, self.keys) = (joined, reversed, keys);
+        std::mem::take(&mut self.findings)
     }
 
     /// The text phrase rules run on. Phrase patterns ignore case and match any run of
