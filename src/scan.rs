@@ -1910,7 +1910,10 @@ impl Automaton {
                 queue.push_back(next as usize);
             }
         }
+        // The states in the order they are visited: the root, then by depth.
+        let mut visited = vec![0];
         while let Some(s) = queue.pop_front() {
+            visited.push(s);
             let inherited = outputs[fail[s]].clone();
             outputs[s].extend(inherited);
             for c in 0..stride {
@@ -1924,6 +1927,23 @@ impl Automaton {
                 }
             }
         }
+        // Ordinary text keeps the walk near the root, so the states are renumbered by depth:
+        // the rows it reads then lie together at the start of the table, in a few pages that
+        // stay in cache between messages, instead of scattered across all of it.
+        let mut renumbered = vec![0u32; n_states];
+        for (new, &old) in visited.iter().enumerate() {
+            renumbered[old] = new as u32;
+        }
+        let mut by_depth = vec![0u32; n_states * stride];
+        for (new, &old) in visited.iter().enumerate() {
+            for c in 0..stride {
+                by_depth[new * stride + c] = renumbered[table[old * stride + c] as usize];
+            }
+        }
+        let mut table = by_depth;
+        let outputs: Vec<Vec<u32>> =
+            visited.iter().map(|&old| std::mem::take(&mut outputs[old])).collect();
+        let incoming: Vec<Option<usize>> = visited.iter().map(|&old| incoming[old]).collect();
         for entry in table.iter_mut() {
             let target = *entry as usize;
             let mut v = (target * stride) as u32;
