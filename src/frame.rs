@@ -339,6 +339,42 @@ pub(crate) fn string_end(text: &[u8], open: usize) -> Option<usize> {
     json::string_end::<false>(text, open).ok()
 }
 
+/// A JSON string read by [`read_string`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Str {
+    /// The index just past its closing quote.
+    pub(crate) end: usize,
+    /// Whether it has escapes, and so was decoded into the reader's buffer. If not, the string
+    /// is what lies between its quotes, as written.
+    pub(crate) decoded: bool,
+    /// Whether the string, decoded, is printable ASCII, tab and line breaks only: what
+    /// [`normalize::is_plain`](crate::normalize::is_plain) says of it, found on the way.
+    pub(crate) plain: bool,
+}
+
+/// What [`read_string`] makes of a `\u` escape of half a surrogate pair without its other half,
+/// which JSON's grammar allows but which is no character.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LoneSurrogate {
+    /// U+FFFD, as a client's parser reads it (JavaScript's, Python's).
+    Replace,
+    /// The string is refused, as `serde_json` refuses it.
+    Refuse,
+}
+
+/// Reads the string whose opening quote is at `open` in `text`, in one pass: finds its end,
+/// refuses what `serde_json` refuses (a raw control byte, an unknown escape, `\u` without four
+/// hex digits, and a lone surrogate if `lone` says so) and, only if the string has escapes,
+/// decodes it into `out`, which is cleared first. `None` when it is not a valid JSON string.
+pub(crate) fn read_string(
+    text: &str,
+    open: usize,
+    lone: LoneSurrogate,
+    out: &mut String,
+) -> Option<Str> {
+    json::read_string::<false>(text, open, lone, out).ok()
+}
+
 /// The canonical text of a valid `id`, used to match a response to its request: strings are
 /// re-encoded only when they contain escapes, so `"a"` and `"\u0061"` are the same id. Integers
 /// are kept as written (`parse` refuses fractions and exponents).
@@ -579,7 +615,7 @@ impl IdSniffer {
 /// escapes to check are; each escape is then one look at the byte after its backslash. The cost
 /// is about the same whether a block holds no escape or a dozen.
 mod json {
-    use super::{Fields, Members, Raw};
+    use super::{Fields, LoneSurrogate, Members, Raw, Str};
 
     /// The line is not JSON. Where and why does not matter to anyone: it is `NotJson`.
     pub(super) struct Invalid;
@@ -830,7 +866,7 @@ mod json {
         // Most strings in a message are short and plain (keys, `"2.0"`, method names): one look
         // at sixteen bytes ends them.
         if let Some(chunk) = b.get(start..start + 16) {
-            let [quotes, backslashes, controls] = classify::<PORTABLE>(chunk);
+            let [quotes, backslashes, controls, _] = classify::<PORTABLE>(chunk);
             let before = quotes.wrapping_sub(1) & !quotes;
             if quotes != 0 && (backslashes | controls) & before == 0 {
                 return Ok(start + quotes.trailing_zeros() as usize + 1);
@@ -850,7 +886,7 @@ mod json {
                     (&padded[..], true)
                 }
             };
-            let [quotes, backslashes, controls] = classify_block::<PORTABLE>(block);
+            let [quotes, backslashes, controls, _] = classify_block::<PORTABLE>(block);
             let (escaped, carry_out) = escaped(backslashes, carry);
             let ends = quotes & !escaped;
             let before = ends.wrapping_sub(1) & !ends;
@@ -866,7 +902,7 @@ mod json {
                 kinds |= ESCAPE[usize::from(block[rest.trailing_zeros() as usize])];
                 rest &= rest - 1;
             }
-            if kinds != 0 && (kinds & BAD != 0 || !unicode_escapes(b, at, escapes)) {
+            if kinds != 0 && (kinds & BAD_KIND != 0 || !unicode_escapes(b, at, escapes)) {
                 return Err(Invalid);
             }
             if ends != 0 {
@@ -880,23 +916,188 @@ mod json {
         }
     }
 
+    /// [`string_end`] that also decodes: see [`read_string`](super::read_string).
+    ///
+    /// The blocks are classified as in [`string_end`], and the escapes of each are visited by
+    /// their bits, so that a string with an escape every dozen bytes costs one copy of the text
+    /// between two escapes and one table look per escape, not a search for each backslash.
+    pub(super) fn read_string<const PORTABLE: bool>(
+        text: &str,
+        open: usize,
+        lone: LoneSurrogate,
+        out: &mut String,
+    ) -> Result<Str, Invalid> {
+        let b = text.as_bytes();
+        let start = open + 1;
+        if let Some(chunk) = b.get(start..start + 16) {
+            let [quotes, backslashes, controls, wide] = classify::<PORTABLE>(chunk);
+            let before = quotes.wrapping_sub(1) & !quotes;
+            if quotes != 0 && (backslashes | controls) & before == 0 {
+                let end = start + quotes.trailing_zeros() as usize + 1;
+                return Ok(Str { end, decoded: false, plain: wide & before == 0 });
+            }
+        }
+        let mut at = start;
+        let mut carry = 0;
+        let mut padded = [b' '; BLOCK];
+        // Bytes as written that are not plain (control bytes are refused, so these are the ones
+        // from 0x7F), and whether every escape decoded to a plain character.
+        let mut wide = 0;
+        let mut plain = true;
+        // From the first escape on: where the text not yet copied to `out` starts.
+        let mut copied = None;
+        loop {
+            let (block, last) = match b.get(at..at + BLOCK) {
+                Some(block) => (block, false),
+                None => {
+                    let rest = b.get(at..).unwrap_or_default();
+                    padded[..rest.len()].copy_from_slice(rest);
+                    (&padded[..], true)
+                }
+            };
+            let [quotes, backslashes, controls, high] = classify_block::<PORTABLE>(block);
+            let (escaped, carry_out) = escaped(backslashes, carry);
+            let ends = quotes & !escaped;
+            let before = ends.wrapping_sub(1) & !ends;
+            if controls & before != 0 {
+                return Err(Invalid);
+            }
+            wide |= high & before;
+            let escapes = escaped & before;
+            if escapes != 0 {
+                let from = copied.get_or_insert_with(|| {
+                    out.clear();
+                    start
+                });
+                *from = unescape(text, at, block, escapes, *from, lone, out, &mut plain)?;
+            }
+            if ends != 0 {
+                let close = at + ends.trailing_zeros() as usize;
+                if let Some(from) = copied {
+                    out.push_str(text.get(from..close).ok_or(Invalid)?);
+                }
+                let decoded = copied.is_some();
+                return Ok(Str { end: close + 1, decoded, plain: plain && wide == 0 });
+            }
+            if last {
+                return Err(Invalid);
+            }
+            carry = carry_out;
+            at += BLOCK;
+        }
+    }
+
+    /// Appends to `out` the text from `from` and the escapes `escapes` (the bits of the escaped
+    /// bytes, each just after its backslash) of the block at `at`; returns where the text not
+    /// yet copied starts. `plain` is cleared if an escape decodes to a character that is not.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn unescape(
+        text: &str,
+        at: usize,
+        block: &[u8],
+        mut escapes: u64,
+        mut from: usize,
+        lone: LoneSurrogate,
+        out: &mut String,
+        plain: &mut bool,
+    ) -> Result<usize, Invalid> {
+        while escapes != 0 {
+            let bit = escapes.trailing_zeros() as usize;
+            escapes &= escapes - 1;
+            let i = at + bit;
+            // The second half of a surrogate pair, already read with the first.
+            if i < from {
+                continue;
+            }
+            out.push_str(text.get(from..i - 1).ok_or(Invalid)?);
+            match UNESCAPE[usize::from(block[bit])] {
+                BAD => return Err(Invalid),
+                UNICODE => {
+                    let (c, next) = unicode(text.as_bytes(), i, lone)?;
+                    *plain &= plain_char(c);
+                    out.push(c);
+                    from = next;
+                }
+                c => {
+                    *plain &= plain_char(char::from(c));
+                    out.push(char::from(c));
+                    from = i + 1;
+                }
+            }
+        }
+        Ok(from)
+    }
+
+    /// The character of the `\u` escape whose `u` is at `i`, and the index just past it: past
+    /// the second half too when it is the first half of a surrogate pair.
+    fn unicode(b: &[u8], i: usize, lone: LoneSurrogate) -> Result<(char, usize), Invalid> {
+        let unit = hex4(b, i + 1)?;
+        let after = i + 5;
+        let c = match unit {
+            0xD800..=0xDBFF => {
+                let low = match b.get(after..after + 2) {
+                    Some(b"\\u") => {
+                        hex4(b, after + 2).ok().filter(|low| (0xDC00..0xE000).contains(low))
+                    }
+                    _ => None,
+                };
+                if let Some(low) = low {
+                    let c = char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00));
+                    return Ok((c.ok_or(Invalid)?, after + 6));
+                }
+                None
+            }
+            0xDC00..=0xDFFF => None,
+            _ => char::from_u32(unit),
+        };
+        match (c, lone) {
+            (Some(c), _) => Ok((c, after)),
+            (None, LoneSurrogate::Replace) => Ok(('\u{FFFD}', after)),
+            (None, LoneSurrogate::Refuse) => Err(Invalid),
+        }
+    }
+
+    /// What [`normalize::is_plain`](crate::normalize::is_plain) accepts, for one character.
+    fn plain_char(c: char) -> bool {
+        matches!(c, ' '..='~' | '\t' | '\n' | '\r')
+    }
+
     /// Bytes a string is scanned by at a time, one bit of a `u64` each.
     const BLOCK: usize = 64;
 
-    /// What the byte after an escaping backslash makes of the escape: 0 for a two-byte escape,
-    /// [`BAD`] for none, [`UNICODE`] for `\u`, which is valid only with four hex digits after it.
-    const ESCAPE: [u8; 256] = {
+    /// What the byte after an escaping backslash makes of the escape: the byte it stands for, or
+    /// [`BAD`] for none, or [`UNICODE`] for `\u`, which needs four hex digits after it.
+    const UNESCAPE: [u8; 256] = {
         let mut table = [BAD; 256];
-        let mut simple: &[u8] = b"\"\\/bfnrt";
-        while let [c, rest @ ..] = simple {
-            table[*c as usize] = 0;
+        let mut simple: &[u8] = b"\"\"\\\\//b\x08f\x0cn\nr\rt\t";
+        while let [c, decoded, rest @ ..] = simple {
+            table[*c as usize] = *decoded;
             simple = rest;
         }
         table[b'u' as usize] = UNICODE;
         table
     };
-    const BAD: u8 = 1;
-    const UNICODE: u8 = 2;
+    const BAD: u8 = 0;
+    const UNICODE: u8 = 0x80;
+
+    /// [`UNESCAPE`] as [`string_end`] reads it, to check escapes without decoding them: 0 for a
+    /// two-byte escape, [`BAD_KIND`] for none, [`UNICODE_KIND`] for `\u`.
+    const ESCAPE: [u8; 256] = {
+        let mut table = [0; 256];
+        let mut c = 0;
+        while c < 256 {
+            table[c] = match UNESCAPE[c] {
+                BAD => BAD_KIND,
+                UNICODE => UNICODE_KIND,
+                _ => 0,
+            };
+            c += 1;
+        }
+        table
+    };
+    const BAD_KIND: u8 = 1;
+    const UNICODE_KIND: u8 = 2;
 
     /// Whether each `\u` among the escaped bytes `escapes` of the block at `at` has four hex
     /// digits after it.
@@ -936,8 +1137,8 @@ mod json {
 
     /// [`classify`] for a whole block.
     #[inline]
-    fn classify_block<const PORTABLE: bool>(block: &[u8]) -> [u64; 3] {
-        let mut masks = [0; 3];
+    fn classify_block<const PORTABLE: bool>(block: &[u8]) -> [u64; 4] {
+        let mut masks = [0; 4];
         for (idx, chunk) in block[..BLOCK].chunks_exact(16).enumerate() {
             for (mask, part) in masks.iter_mut().zip(classify::<PORTABLE>(chunk)) {
                 *mask |= u64::from(part) << (16 * idx);
@@ -947,20 +1148,22 @@ mod json {
     }
 
     /// Bit `i` of each mask tells whether byte `i` of the sixteen is a quote, a backslash, a
-    /// control byte.
+    /// control byte, a byte from 0x7F (not ASCII, or DEL). A caller that does not read a mask
+    /// does not pay for it: the function is inlined and the mask's work left out.
     #[inline(always)]
-    pub(super) fn classify<const PORTABLE: bool>(chunk: &[u8]) -> [u16; 3] {
+    pub(super) fn classify<const PORTABLE: bool>(chunk: &[u8]) -> [u16; 4] {
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
         if !PORTABLE {
             return sse2::classify(chunk);
         }
-        let mut masks = [0; 3];
+        let mut masks = [0; 4];
         for (half, word) in chunk[..16].chunks_exact(8).enumerate() {
             let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
             for (mask, bytes) in masks.iter_mut().zip([
                 zero_bytes(word ^ (ONES * u64::from(b'"'))),
                 zero_bytes(word ^ (ONES * u64::from(b'\\'))),
                 below_0x20(word),
+                from_0x7f(word),
             ]) {
                 *mask |= pack(bytes) << (8 * half);
             }
@@ -985,6 +1188,13 @@ mod json {
         !(((x & LOW) + ONES * 0x60) | x) & HIGH
     }
 
+    /// The high bit of each byte of `x` from 0x7F, exactly: adding one to the low seven bits
+    /// carries into the high bit only from 0x7F.
+    #[inline(always)]
+    fn from_0x7f(x: u64) -> u64 {
+        (((x & LOW) + ONES) | x) & HIGH
+    }
+
     /// The high bits of the eight bytes of `x`, as eight bits. The multiplier moves each one to
     /// its place in the top byte; no two partial products meet, so nothing carries.
     #[inline(always)]
@@ -992,17 +1202,18 @@ mod json {
         ((x >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u16
     }
 
-    /// The vector classifier: three compares and three byte masks per sixteen bytes. The
+    /// The vector classifier: four compares and four byte masks per sixteen bytes. The
     /// compiler does not make `pmovmskb` from a loop, and a mask is the whole point here.
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[allow(unsafe_code)]
     mod sse2 {
         use std::arch::x86_64::{
-            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_set1_epi8,
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_min_epu8, _mm_movemask_epi8,
+            _mm_set1_epi8,
         };
 
         #[inline(always)]
-        pub(super) fn classify(chunk: &[u8]) -> [u16; 3] {
+        pub(super) fn classify(chunk: &[u8]) -> [u16; 4] {
             let chunk = &chunk[..16];
             // SAFETY: SSE2 is enabled at compile time (the `cfg` above; every x86_64 CPU has
             // it), and the unaligned load reads exactly the sixteen bytes `chunk` borrows.
@@ -1013,7 +1224,10 @@ mod json {
                 // Below 0x20 exactly when the unsigned minimum with 0x1F leaves the byte as is.
                 let controls =
                     _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v));
-                [quotes as u16, backslashes as u16, controls as u16]
+                // From 0x7F exactly when the unsigned maximum with 0x7F leaves it as is.
+                let wide =
+                    _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x7F)), v));
+                [quotes as u16, backslashes as u16, controls as u16, wide as u16]
             }
         }
     }
@@ -1657,6 +1871,58 @@ mod tests {
         invalid(&format!("{{\"s\":\"{}\\x\"}}", "code \\\"with\\\" escapes\\n\\t".repeat(3000)));
     }
 
+    /// The decoding reader against the checking one and `serde_json`, with both classifiers, on
+    /// strings whose escapes, control bytes and wide bytes meet every block edge.
+    #[test]
+    fn string_readers_agree() {
+        let read = |text: &str, lone, portable: bool| {
+            let mut out = String::from("stale");
+            let read = if portable {
+                json::read_string::<true>(text, 0, lone, &mut out)
+            } else {
+                json::read_string::<false>(text, 0, lone, &mut out)
+            };
+            read.ok().map(|read| {
+                let s = if read.decoded { out } else { text[1..read.end - 1].to_owned() };
+                (read, s)
+            })
+        };
+        let after: [&str; 12] = [
+            "\"",
+            "n",
+            "u0041",
+            "u00G1",
+            "ud800\\udfff",
+            "ud800\\n",
+            "x",
+            "\u{1}",
+            "\u{7f}",
+            "é",
+            "😀",
+            "\\",
+        ];
+        for run in 0..=6 {
+            for lead in 0..=130 {
+                let lead = "a".repeat(lead);
+                let run = "\\".repeat(run);
+                for next in after {
+                    for rest in ["\"", "xyz\",\"b\":\"\\\"\"}", "\\t\\u00e9\"", ""] {
+                        let text = format!("\"{lead}{run}{next}{rest}");
+                        let replaced = read(&text, LoneSurrogate::Replace, false);
+                        assert_eq!(replaced, read(&text, LoneSurrogate::Replace, true), "{text}");
+                        let end = json::string_end::<false>(text.as_bytes(), 0).ok();
+                        assert_eq!(replaced.as_ref().map(|(read, _)| read.end), end, "{text}");
+                        let strict = read(&text, LoneSurrogate::Refuse, false);
+                        assert_eq!(strict, read(&text, LoneSurrogate::Refuse, true), "{text}");
+                        let serde =
+                            end.and_then(|end| serde_json::from_str::<String>(&text[..end]).ok());
+                        assert_eq!(strict.map(|(_, s)| s), serde, "{text}");
+                    }
+                }
+            }
+        }
+    }
+
     /// The escaped-byte masks against the rule written out byte by byte: every run of up to 16
     /// backslashes in every place, with and without a carry, and random blocks.
     #[test]
@@ -1713,8 +1979,10 @@ mod tests {
             chunks.push(chunk);
         }
         for chunk in &chunks {
-            let expected: [u16; 3] = [|c: u8| c == b'"', |c: u8| c == b'\\', |c: u8| c < 0x20]
-                .map(|test| chunk.iter().rev().fold(0, |mask, &c| mask << 1 | u16::from(test(c))));
+            let expected: [u16; 4] =
+                [|c: u8| c == b'"', |c: u8| c == b'\\', |c: u8| c < 0x20, |c: u8| c >= 0x7F].map(
+                    |test| chunk.iter().rev().fold(0, |mask, &c| mask << 1 | u16::from(test(c))),
+                );
             assert_eq!(json::classify::<true>(chunk), expected, "{chunk:?}");
             assert_eq!(json::classify::<false>(chunk), expected, "{chunk:?}");
         }

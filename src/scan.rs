@@ -1018,16 +1018,10 @@ impl<'r> TextWalk<'r> {
     fn value(&mut self, doc: &mut Doc<'_>, key: Option<&str>, depth: usize) -> Option<()> {
         match *self.text.as_bytes().get(self.i)? {
             b'"' => {
-                let (inside, escaped) = self.string_inside()?;
-                if escaped {
-                    let mut scratch = std::mem::take(&mut self.scratch);
-                    scratch.clear();
-                    unescape_json(inside, &mut scratch)?;
-                    doc.value_string(&scratch, &self.pointer, key);
-                    self.scratch = scratch;
-                } else {
-                    doc.value_string(inside, &self.pointer, key);
-                }
+                let mut scratch = std::mem::take(&mut self.scratch);
+                let s = self.string(&mut scratch)?;
+                doc.value_string(s, &self.pointer, key);
+                self.scratch = scratch;
             }
             b'{' => {
                 if self.open(b'}', depth)? {
@@ -1037,14 +1031,16 @@ impl<'r> TextWalk<'r> {
                     if self.text.as_bytes().get(self.i) != Some(&b'"') {
                         return None;
                     }
-                    let k = self.string()?;
+                    // Keys are seldom escaped: this allocates only when one is.
+                    let mut decoded = String::new();
+                    let k = self.string(&mut decoded)?;
                     self.ws();
                     self.eat(b':')?;
                     self.ws();
-                    doc.object_key(&k);
+                    doc.object_key(k);
                     let len = self.pointer.len();
-                    push_pointer(&mut self.pointer, &k);
-                    self.value(doc, Some(&k), depth + 1)?;
+                    push_pointer(&mut self.pointer, k);
+                    self.value(doc, Some(k), depth + 1)?;
                     self.pointer.truncate(len);
                     if !self.more(b'}')? {
                         break;
@@ -1081,124 +1077,32 @@ impl<'r> TextWalk<'r> {
         Some(())
     }
 
-    /// The string whose opening quote is next, decoded.
-    fn string(&mut self) -> Option<std::borrow::Cow<'r, str>> {
-        let (inside, escaped) = self.string_inside()?;
-        if !escaped {
-            return Some(std::borrow::Cow::Borrowed(inside));
-        }
-        let mut decoded = String::with_capacity(inside.len());
-        unescape_json(inside, &mut decoded)?;
-        Some(std::borrow::Cow::Owned(decoded))
-    }
-
-    /// What is between the quotes of the string whose opening quote is next, as it is written,
-    /// and whether it has escapes.
-    fn string_inside(&mut self) -> Option<(&'r str, bool)> {
-        let (close, escaped) = string_close(self.text.as_bytes(), self.i)?;
-        let inside = &self.text[self.i + 1..close];
-        self.i = close + 1;
-        (!has_control(inside)).then_some((inside, escaped))
+    /// The string whose opening quote is next: where it lies in the text if it has no escapes,
+    /// else decoded into `out`. A lone surrogate reads as U+FFFD, as a client's parser reads it;
+    /// anything else `serde_json` refuses is `None`.
+    fn string<'o>(&mut self, out: &'o mut String) -> Option<&'o str>
+    where
+        'r: 'o,
+    {
+        let open = self.i;
+        let read =
+            crate::frame::read_string(self.text, open, crate::frame::LoneSurrogate::Replace, out)?;
+        self.i = read.end;
+        Some(if read.decoded { out } else { &self.text[open + 1..read.end - 1] })
     }
 }
 
-/// Where the string whose opening quote is at `open` closes, and whether it has escapes. Only
-/// the end is found; what is between the quotes is checked by its reader.
-fn string_close(b: &[u8], open: usize) -> Option<(usize, bool)> {
+/// Where the string whose opening quote is at `open` closes (the first quote after an even run
+/// of backslashes), whatever is between the quotes.
+fn string_close(b: &[u8], open: usize) -> Option<usize> {
     let mut i = open + 1;
-    let mut escaped = false;
     loop {
         i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
         if b[i] == b'"' {
-            return Some((i, escaped));
+            return Some(i);
         }
-        escaped = true;
         i += 2;
     }
-}
-
-/// Whether a string's JSON text holds a control character, which must be escaped: `serde_json`
-/// refuses the text otherwise. A fold over whole chunks, which vectorises.
-fn has_control(inside: &str) -> bool {
-    inside
-        .as_bytes()
-        .chunks(64)
-        .any(|chunk| chunk.iter().fold(false, |found, &c| found | (c < 0x20)))
-}
-
-/// The first `\\` in `b` at or after `from`. Escapes in JSON text are often a few dozen bytes
-/// apart (`\\n` in code), where a `memchr` call costs more than it saves: eight bytes are
-/// tested at a time inline instead.
-fn backslash(b: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = u64::from_le_bytes([1; 8]);
-    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
-    let mut at = from;
-    while let Some(word) = b.get(at..at + 8) {
-        let x =
-            u64::from_le_bytes(word.try_into().expect("eight bytes")) ^ (ONES * u64::from(b'\\'));
-        // A zero byte of `x` sets its high bit here; bytes above it may be set too, so only
-        // the lowest counts.
-        let found = x.wrapping_sub(ONES) & !x & HIGH;
-        if found != 0 {
-            return Some(at + found.trailing_zeros() as usize / 8);
-        }
-        at += 8;
-    }
-    b.get(at..)?.iter().position(|&c| c == b'\\').map(|p| at + p)
-}
-
-/// Appends the JSON string contents `inside` (between the quotes, escapes and all) to `out`,
-/// decoded. A lone surrogate escape reads as U+FFFD, as a client's parser reads it; any other
-/// bad escape is `None`, as it is to `serde_json`.
-fn unescape_json(inside: &str, out: &mut String) -> Option<()> {
-    let b = inside.as_bytes();
-    let hex4 = |at: usize| -> Option<u32> {
-        let digits = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
-        if !digits.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return None;
-        }
-        u32::from_str_radix(digits, 16).ok()
-    };
-    let mut from = 0;
-    while let Some(at) = backslash(b, from) {
-        out.push_str(&inside[from..at]);
-        from = at + 2;
-        let c = match *b.get(at + 1)? {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let unit = hex4(at + 2)?;
-                from = at + 6;
-                match unit {
-                    0xD800..=0xDBFF => {
-                        let low = (b.get(from..from + 2) == Some(b"\\u"))
-                            .then(|| hex4(from + 2))
-                            .flatten()
-                            .filter(|low| (0xDC00..0xE000).contains(low));
-                        match low {
-                            Some(low) => {
-                                from += 6;
-                                char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?
-                            }
-                            None => '\u{FFFD}',
-                        }
-                    }
-                    0xDC00..=0xDFFF => '\u{FFFD}',
-                    _ => char::from_u32(unit)?,
-                }
-            }
-            _ => return None,
-        };
-        out.push(c);
-    }
-    out.push_str(&inside[from..]);
-    Some(())
 }
 
 /// Whether `token` is a JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
@@ -1319,9 +1223,19 @@ fn json_values_each(text: &str, each: &mut dyn FnMut(&str)) -> Option<()> {
             Some(p) => i += p,
             None => break,
         }
-        let (close, escaped) = string_close(bytes, i)?;
-        let inside = &text[i + 1..close];
-        i = close + 1;
+        let open = i;
+        // A key is skipped whatever it holds, so a string that does not decode still needs its
+        // end found to tell whether it is one.
+        let read = crate::frame::read_string(
+            text,
+            open,
+            crate::frame::LoneSurrogate::Refuse,
+            &mut scratch,
+        );
+        i = match read {
+            Some(read) => read.end,
+            None => string_close(bytes, open)? + 1,
+        };
         let mut j = i;
         while j < bytes.len() && bytes[j].is_ascii_whitespace() {
             j += 1;
@@ -1331,28 +1245,10 @@ fn json_values_each(text: &str, each: &mut dyn FnMut(&str)) -> Option<()> {
             Some(b',' | b']' | b'}') | None => {}
             Some(_) => return None,
         }
-        if has_control(inside) {
-            return None;
-        }
-        if escaped {
-            scratch.clear();
-            unescape_strict(inside, &mut scratch)?;
-            each(&scratch);
-        } else {
-            each(inside);
-        }
+        let read = read?;
+        each(if read.decoded { &scratch } else { &text[open + 1..read.end - 1] });
     }
     Some(())
-}
-
-/// [`unescape_json`] that refuses lone surrogates too, as `serde_json` does.
-fn unescape_strict(inside: &str, out: &mut String) -> Option<()> {
-    unescape_json(inside, out)?;
-    let lone = inside.contains("\\u") && out.contains('\u{FFFD}') && {
-        let literal = format!("\"{inside}\"");
-        serde_json::from_str::<String>(&literal).is_err()
-    };
-    (!lone).then_some(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -6937,10 +6833,248 @@ mod tests {
                 let read = normalize::json_lone_surrogates(&literal)?;
                 serde_json::from_str::<String>(&read).ok()
             });
-            let mut got = String::from("kept: ");
-            let decoded = unescape_json(&inside, &mut got).map(|()| got[6..].to_owned());
+            let decoded = read_as_client(&literal);
             assert_eq!(decoded, expected, "{literal}");
         }
+    }
+
+    /// The JSON string `literal` as [`TextWalk`] reads it, from a buffer that held something.
+    fn read_as_client(literal: &str) -> Option<String> {
+        let mut out = String::from("stale");
+        let lone = crate::frame::LoneSurrogate::Replace;
+        let read = crate::frame::read_string(literal, 0, lone, &mut out)?;
+        assert_eq!(read.end, literal.len(), "{literal}");
+        Some(if read.decoded { out } else { literal[1..read.end - 1].to_owned() })
+    }
+
+    /// Reading a string in three passes (find its end, look for control bytes, decode), as the
+    /// scan did before its one-pass reader: the reference for `reader_agrees_with_three_passes`.
+    mod three_passes {
+        /// The end (just past the closing quote) of the string at `open`, and the string decoded
+        /// if it has escapes; `None` where the one-pass reader must refuse it too. `strict`
+        /// refuses lone surrogates, as `serde_json` does.
+        pub(super) fn read(
+            text: &str,
+            open: usize,
+            strict: bool,
+        ) -> Option<(usize, Option<String>)> {
+            let (close, escaped) = close(text.as_bytes(), open)?;
+            let inside = &text[open + 1..close];
+            if inside.bytes().any(|c| c < 0x20) {
+                return None;
+            }
+            if !escaped {
+                return Some((close + 1, None));
+            }
+            let mut out = String::new();
+            unescape(inside, &mut out)?;
+            let lone = strict
+                && out.contains('\u{FFFD}')
+                && serde_json::from_str::<String>(&format!("\"{inside}\"")).is_err();
+            (!lone).then_some((close + 1, Some(out)))
+        }
+
+        /// Where the string at `open` closes, whatever it holds, and whether it has escapes.
+        pub(super) fn close(b: &[u8], open: usize) -> Option<(usize, bool)> {
+            let mut i = open + 1;
+            let mut escaped = false;
+            loop {
+                i += b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
+                if b[i] == b'"' {
+                    return Some((i, escaped));
+                }
+                escaped = true;
+                i += 2;
+            }
+        }
+
+        /// Lone surrogates read as U+FFFD; any other bad escape is `None`.
+        fn unescape(inside: &str, out: &mut String) -> Option<()> {
+            let b = inside.as_bytes();
+            let hex4 = |at: usize| -> Option<u32> {
+                let digits = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+                if !digits.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return None;
+                }
+                u32::from_str_radix(digits, 16).ok()
+            };
+            let mut from = 0;
+            while let Some(at) = b[from..].iter().position(|&c| c == b'\\').map(|p| from + p) {
+                out.push_str(&inside[from..at]);
+                from = at + 2;
+                let c = match *b.get(at + 1)? {
+                    b'"' => '"',
+                    b'\\' => '\\',
+                    b'/' => '/',
+                    b'b' => '\u{8}',
+                    b'f' => '\u{c}',
+                    b'n' => '\n',
+                    b'r' => '\r',
+                    b't' => '\t',
+                    b'u' => {
+                        let unit = hex4(at + 2)?;
+                        from = at + 6;
+                        match unit {
+                            0xD800..=0xDBFF => {
+                                let low = (b.get(from..from + 2) == Some(b"\\u"))
+                                    .then(|| hex4(from + 2))
+                                    .flatten()
+                                    .filter(|low| (0xDC00..0xE000).contains(low));
+                                match low {
+                                    Some(low) => {
+                                        from += 6;
+                                        let c = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+                                        char::from_u32(c)?
+                                    }
+                                    None => '\u{FFFD}',
+                                }
+                            }
+                            0xDC00..=0xDFFF => '\u{FFFD}',
+                            _ => char::from_u32(unit)?,
+                        }
+                    }
+                    _ => return None,
+                };
+                out.push(c);
+            }
+            out.push_str(&inside[from..]);
+            Some(())
+        }
+
+        /// `json_values_each` as it was, over [`read`].
+        pub(super) fn values(text: &str) -> Option<Vec<String>> {
+            let bytes = text.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while let Some(p) = bytes[i..].iter().position(|&c| c == b'"') {
+                let open = i + p;
+                let (close, _) = close(bytes, open)?;
+                i = close + 1;
+                let rest = text[i..].trim_start_matches(|c: char| c.is_ascii_whitespace());
+                match rest.bytes().next() {
+                    Some(b':') => continue,
+                    Some(b',' | b']' | b'}') | None => {}
+                    Some(_) => return None,
+                }
+                let (_, decoded) = read(text, open, true)?;
+                out.push(decoded.unwrap_or_else(|| text[open + 1..close].to_owned()));
+            }
+            Some(out)
+        }
+    }
+
+    /// Strings for the reader: every escape, good and bad, surrogates, control bytes, DEL and
+    /// UTF-8 of each width, at every offset from a 16- and 64-byte edge.
+    fn reader_cases() -> Vec<String> {
+        const PIECES: [&str; 33] = [
+            "a",
+            "é",
+            "€",
+            "😀",
+            "\x7f",
+            "\\\"",
+            "\\\\",
+            "\\/",
+            "\\b",
+            "\\f",
+            "\\n",
+            "\\r",
+            "\\t",
+            "\\u0041",
+            "\\u00e9",
+            "\\u007F",
+            "\\u007e",
+            "\\u0000",
+            "\\udbff\\udfff",
+            "\\ud83d\\ude00",
+            "\\ud800",
+            "\\udc00",
+            "\\ud800\\u0041",
+            "\\ud800\\ud800\\udc00",
+            "\\ud800\\",
+            "\\x41",
+            "\\u12",
+            "\\uzzzz",
+            "\\",
+            "\\\\\\",
+            "\t",
+            "\u{1}",
+            "\"",
+        ];
+        let mut cases = Vec::new();
+        // Each piece after every length of plain text, so that it meets every edge.
+        for piece in PIECES {
+            for pad in 0..140 {
+                cases.push(format!("\"{}{piece}xyz\"", "a".repeat(pad)));
+                cases.push(format!("\"{}{piece}\\n\\u00e9\"", "\\\\".repeat(pad / 2)));
+            }
+        }
+        // Runs of pieces, dense as in JSON text inside a string.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..6000 {
+            let mut s = String::from("\"");
+            s.push_str(&"b".repeat(next(70)));
+            for _ in 0..next(60) {
+                // Mostly pieces that keep the string valid, so that its end is reached.
+                let piece =
+                    if next(8) == 0 { PIECES[next(PIECES.len())] } else { PIECES[next(20)] };
+                s.push_str(piece);
+                s.push_str(&"c".repeat(next(12)));
+            }
+            s.push('"');
+            cases.push(s);
+        }
+        cases
+    }
+
+    #[test]
+    fn reader_agrees_with_three_passes() {
+        let mut out = String::new();
+        let mut n_decoded = 0;
+        for case in reader_cases() {
+            // The string at every offset in front of a block edge, with text after it.
+            for prefix in [0, 1, 15, 31, 47, 63] {
+                let text = format!("{}{case}, \"after\"]", " ".repeat(prefix));
+                for (lone, strict) in [
+                    (crate::frame::LoneSurrogate::Replace, false),
+                    (crate::frame::LoneSurrogate::Refuse, true),
+                ] {
+                    let expected = three_passes::read(&text, prefix, strict);
+                    out.clear();
+                    out.push_str("stale");
+                    let got =
+                        crate::frame::read_string(&text, prefix, lone, &mut out).map(|read| {
+                            let s = if read.decoded {
+                                out.clone()
+                            } else {
+                                text[prefix + 1..read.end - 1].to_owned()
+                            };
+                            assert_eq!(read.plain, normalize::is_plain(s.as_bytes()), "{text:?}");
+                            (read.end, read.decoded.then_some(s))
+                        });
+                    n_decoded += usize::from(matches!(got, Some((_, Some(_)))));
+                    assert_eq!(got, expected, "{text:?} strict: {strict}");
+                }
+            }
+            // As the only string of a JSON text, and as a key.
+            for text in [
+                format!("[{case}, \"x\\ty\"]"),
+                format!("{{{case}: 1, \"k\": [\"v\"]}}"),
+                format!("[{case}x]"),
+            ] {
+                let mut got = Vec::new();
+                let got = json_values_each(&text, &mut |v| got.push(v.to_owned())).map(|()| got);
+                assert_eq!(got, three_passes::values(&text), "{text:?}");
+            }
+        }
+        // The cases are not all refused.
+        assert!(n_decoded > 50_000, "{n_decoded}");
     }
 
     #[test]
