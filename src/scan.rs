@@ -280,7 +280,7 @@ impl Scanner {
     /// Scans one text in all its forms.
     pub fn scan_text(&self, text: &str, target: Target) -> Vec<Finding> {
         let mut doc = Doc::new(self, target);
-        let view = doc.string(text, "");
+        let view = doc.string(text, None, "");
         doc.join(text, view, "");
         doc.finish()
     }
@@ -507,7 +507,7 @@ impl<'s> Doc<'s> {
 
     fn walk(&mut self, value: &Value, pointer: &mut String, key: Option<&str>) {
         match value {
-            Value::String(s) => self.value_string(s, pointer, key),
+            Value::String(s) => self.value_string(s, None, pointer, key),
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let len = pointer.len();
@@ -532,8 +532,8 @@ impl<'s> Doc<'s> {
 
     /// A string value at `pointer`, under the object key `key` (an array's items keep the key
     /// of the array).
-    fn value_string(&mut self, s: &str, pointer: &str, key: Option<&str>) {
-        let view = self.string(s, pointer);
+    fn value_string(&mut self, s: &str, plain: Option<bool>, pointer: &str, key: Option<&str>) {
+        let view = self.string(s, plain, pointer);
         if let Some(k) = key {
             self.key_value(k, s, pointer);
         }
@@ -565,9 +565,10 @@ impl<'s> Doc<'s> {
     /// Everything that looks at one string on its own: hidden markers, secrets, decoded
     /// layers. Returns what the joined view should hold for it: the string values, in order,
     /// when the string is itself JSON text (tool results often are), else `None` for itself.
-    fn string(&mut self, s: &str, pointer: &str) -> Option<String> {
+    /// `plain` is what [`normalize::is_plain`] says of `s`, when its reader found out already.
+    fn string(&mut self, s: &str, plain: Option<bool>, pointer: &str) -> Option<String> {
         self.work.grant(s.len());
-        let plain = normalize::is_plain(s.as_bytes());
+        let plain = plain.unwrap_or_else(|| normalize::is_plain(s.as_bytes()));
         self.plain &= plain;
         let hidden =
             if plain { normalize::Hidden::default() } else { normalize::hidden_markers(s) };
@@ -1019,8 +1020,8 @@ impl<'r> TextWalk<'r> {
         match *self.text.as_bytes().get(self.i)? {
             b'"' => {
                 let mut scratch = std::mem::take(&mut self.scratch);
-                let s = self.string(&mut scratch)?;
-                doc.value_string(s, &self.pointer, key);
+                let (s, plain) = self.string(&mut scratch)?;
+                doc.value_string(s, Some(plain), &self.pointer, key);
                 self.scratch = scratch;
             }
             b'{' => {
@@ -1033,7 +1034,7 @@ impl<'r> TextWalk<'r> {
                     }
                     // Keys are seldom escaped: this allocates only when one is.
                     let mut decoded = String::new();
-                    let k = self.string(&mut decoded)?;
+                    let (k, _) = self.string(&mut decoded)?;
                     self.ws();
                     self.eat(b':')?;
                     self.ws();
@@ -1078,9 +1079,10 @@ impl<'r> TextWalk<'r> {
     }
 
     /// The string whose opening quote is next: where it lies in the text if it has no escapes,
-    /// else decoded into `out`. A lone surrogate reads as U+FFFD, as a client's parser reads it;
-    /// anything else `serde_json` refuses is `None`.
-    fn string<'o>(&mut self, out: &'o mut String) -> Option<&'o str>
+    /// else decoded into `out`; and whether it is plain (see [`normalize::is_plain`]). A lone
+    /// surrogate reads as U+FFFD, as a client's parser reads it; anything else `serde_json`
+    /// refuses is `None`.
+    fn string<'o>(&mut self, out: &'o mut String) -> Option<(&'o str, bool)>
     where
         'r: 'o,
     {
@@ -1088,7 +1090,8 @@ impl<'r> TextWalk<'r> {
         let read =
             crate::frame::read_string(self.text, open, crate::frame::LoneSurrogate::Replace, out)?;
         self.i = read.end;
-        Some(if read.decoded { out } else { &self.text[open + 1..read.end - 1] })
+        let s = if read.decoded { out } else { &self.text[open + 1..read.end - 1] };
+        Some((s, read.plain))
     }
 }
 
