@@ -566,7 +566,7 @@ impl<'s> Doc<'s> {
     /// layers. Returns what the joined view should hold for it: the string values, in order,
     /// when the string is itself JSON text (tool results often are), else `None` for itself.
     /// `plain` is what [`normalize::is_plain`] says of `s`, when its reader found out already.
-    fn string(&mut self, s: &str, plain: Option<bool>, pointer: &str) -> Option<String> {
+    fn string(&mut self, s: &str, plain: Option<bool>, pointer: &str) -> Option<View> {
         self.work.grant(s.len());
         let plain = plain.unwrap_or_else(|| normalize::is_plain(s.as_bytes()));
         self.plain &= plain;
@@ -595,9 +595,9 @@ impl<'s> Doc<'s> {
                 }
             }
         }
-        let view = embedded_json(s);
+        let view = embedded_view(s);
         if let Some(v) = &view {
-            self.plain &= normalize::is_plain(v.as_bytes());
+            self.plain &= v.plain;
         }
         view
     }
@@ -618,19 +618,19 @@ impl<'s> Doc<'s> {
     }
 
     /// Adds a string to the joined view: itself, or the view [`Doc::string`] made of it.
-    fn join(&mut self, s: &str, view: Option<String>, pointer: &str) {
+    fn join(&mut self, s: &str, view: Option<View>, pointer: &str) {
         self.phrases += usize::from(s.trim().contains(char::is_whitespace));
         match view {
             // Its text is read for secrets only when its values show one (see
             // `joined_secrets`), or when one of its keys may name a credential: a keyword
             // rule reads the key and the value after it, and the values alone lack the key.
-            Some(v) if keyed_text(s) => {
+            Some(v) if v.keyed => {
                 self.raw_secrets(s, pointer);
-                self.joined.push_str(&v);
+                self.joined.push_str(&v.values);
             }
             Some(v) => {
                 let start = self.joined.len();
-                self.joined.push_str(&v);
+                self.joined.push_str(&v.values);
                 let text = self.texts.len();
                 self.texts.push_str(s);
                 let at = self.pointers.len();
@@ -897,25 +897,18 @@ struct Embedded {
     pointer: Range<usize>,
 }
 
-/// Whether JSON text `s` has an object key that a secret rule may need, so that its text is
-/// to be scanned as it is written (see [`Doc::joined_secrets`]): one that may name a credential
-/// (it holds a fragment of one of [`SECRET_KEYWORDS`]; the keyword rule finds the value after
-/// such a key only with the key before it), or one long enough, or with an `@`, to be a secret
-/// itself (the values view leaves keys out). Keys are found as strings with a `:` after them,
-/// so a value with a colon after it can only make this say yes.
-fn keyed_text(s: &str) -> bool {
-    let b = s.as_bytes();
-    memchr::memchr_iter(b':', b).any(|colon| {
-        let close = b[..colon].iter().rposition(|c| !c.is_ascii_whitespace());
-        let Some(close) = close.filter(|&at| b[at] == b'"') else { return false };
-        let open = b[..close].iter().rposition(|&c| c == b'"').map_or(0, |at| at + 1);
-        let key = &b[open..close];
-        key.len() >= SECRET_KEY_LEN
-            || key.contains(&b'@')
-            || KEY_FRAGMENTS
-                .iter()
-                .any(|f| key.windows(f.len()).any(|w| w.eq_ignore_ascii_case(f.as_bytes())))
-    })
+/// Whether an object key of JSON text in a string is one that a secret rule may need, so that
+/// the text is to be scanned as it is written (see [`Doc::joined_secrets`]): one that may name a
+/// credential (it holds a fragment of one of [`SECRET_KEYWORDS`]; the keyword rule finds the
+/// value after such a key only with the key before it), or one long enough, or with an `@`, to
+/// be a secret itself (the values view leaves keys out).
+fn credential_key(key: &str) -> bool {
+    let key = key.as_bytes();
+    key.len() >= SECRET_KEY_LEN
+        || key.contains(&b'@')
+        || KEY_FRAGMENTS
+            .iter()
+            .any(|f| key.windows(f.len()).any(|w| w.eq_ignore_ascii_case(f.as_bytes())))
 }
 
 /// Each of [`SECRET_KEYWORDS`] holds one of these.
@@ -1174,24 +1167,47 @@ fn mask(secret: &str) -> String {
 /// If `s` is JSON text (a tool result often is), its string values in document order, one per
 /// line; keys are left out, so that a phrase split across sibling values reads as one.
 fn embedded_json(s: &str) -> Option<String> {
+    embedded_view(s).map(|view| view.values)
+}
+
+/// The view [`embedded_json`] makes of JSON text, with what [`Doc`] needs to know of it.
+struct View {
+    values: String,
+    /// Whether `values` is plain (see [`normalize::is_plain`]).
+    plain: bool,
+    /// Whether the text has a key that [`credential_key`] names.
+    keyed: bool,
+}
+
+fn embedded_view(s: &str) -> Option<View> {
     let t = s.trim();
     if !looks_like_json(t) || t.len() < 8 {
         return None;
     }
-    let mut out = String::with_capacity(t.len());
+    let mut view = View { values: String::with_capacity(t.len()), plain: true, keyed: false };
     let mut values = 0;
-    json_values_each(t, &mut |value| {
+    json_values_each(t, &mut |string| {
+        if string.key {
+            view.keyed = view.keyed || credential_key(string.text);
+            return;
+        }
         if values > 0 {
-            out.push('\n');
+            view.values.push('\n');
         }
         values += 1;
         // JSON text inside JSON text (a tool result quoting an API response): one level more.
-        match embedded_json_inner(value) {
-            Some(inner) => out.push_str(&inner),
-            None => out.push_str(value),
+        match embedded_json_inner(string.text) {
+            Some(inner) => {
+                view.plain &= normalize::is_plain(inner.as_bytes());
+                view.values.push_str(&inner);
+            }
+            None => {
+                view.plain &= string.plain;
+                view.values.push_str(string.text);
+            }
         }
     })?;
-    (values > 0).then_some(out)
+    (values > 0).then_some(view)
 }
 
 fn looks_like_json(t: &str) -> bool {
@@ -1209,15 +1225,29 @@ fn embedded_json_inner(s: &str) -> Option<String> {
 
 fn json_values(text: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
-    json_values_each(text, &mut |value| out.push(value.to_owned()))?;
+    json_values_each(text, &mut |string| {
+        if !string.key {
+            out.push(string.text.to_owned());
+        }
+    })?;
     Some(out)
 }
 
-/// The string values (not keys) of JSON text, decoded, in the order they appear. `None` when
-/// the text is not well-formed where it matters: a string that does not decode, or a value not
-/// followed by `,`, `]` or `}` (an unescaped quote inside a string), because reading such text
-/// as JSON would cut its phrases apart.
-fn json_values_each(text: &str, each: &mut dyn FnMut(&str)) -> Option<()> {
+/// A string of JSON text, as [`json_values_each`] hands it over.
+struct JsonString<'t> {
+    /// Decoded; a key that does not decode is as it is written.
+    text: &'t str,
+    /// Whether it is an object key (a string with a `:` after it) rather than a value.
+    key: bool,
+    /// Whether it is plain (see [`normalize::is_plain`]); `false` for a key that does not decode.
+    plain: bool,
+}
+
+/// The string values of JSON text, decoded, in the order they appear, and the keys among them.
+/// `None` when the text is not well-formed where it matters: a value that does not decode, or
+/// a value not followed by `,`, `]` or `}` (an unescaped quote inside a string), because reading
+/// such text as JSON would cut its phrases apart.
+fn json_values_each(text: &str, each: &mut dyn FnMut(JsonString<'_>)) -> Option<()> {
     let bytes = text.as_bytes();
     let mut scratch = String::new();
     let mut i = 0;
@@ -1243,13 +1273,20 @@ fn json_values_each(text: &str, each: &mut dyn FnMut(&str)) -> Option<()> {
         while j < bytes.len() && bytes[j].is_ascii_whitespace() {
             j += 1;
         }
-        match bytes.get(j) {
-            Some(b':') => continue,
-            Some(b',' | b']' | b'}') | None => {}
+        let key = match bytes.get(j) {
+            Some(b':') => true,
+            Some(b',' | b']' | b'}') | None => false,
             Some(_) => return None,
-        }
-        let read = read?;
-        each(if read.decoded { &scratch } else { &text[open + 1..read.end - 1] });
+        };
+        let Some(read) = read else {
+            if key {
+                each(JsonString { text: &text[open + 1..i - 1], key, plain: false });
+                continue;
+            }
+            return None;
+        };
+        let string = if read.decoded { &scratch } else { &text[open + 1..read.end - 1] };
+        each(JsonString { text: string, key, plain: read.plain });
     }
     Some(())
 }
@@ -7072,7 +7109,12 @@ mod tests {
                 format!("[{case}x]"),
             ] {
                 let mut got = Vec::new();
-                let got = json_values_each(&text, &mut |v| got.push(v.to_owned())).map(|()| got);
+                let got = json_values_each(&text, &mut |string| {
+                    if !string.key {
+                        got.push(string.text.to_owned());
+                    }
+                })
+                .map(|()| got);
                 assert_eq!(got, three_passes::values(&text), "{text:?}");
             }
         }
@@ -7300,11 +7342,13 @@ mod tests {
         );
         // Nothing in either: nothing reported, and keys without a credential's name pass.
         assert!(spans(&json!({"path": "/tmp/a.txt", "size": 12, "note": "all good"})).is_empty());
-        assert!(!keyed_text(r#"{"path": "a", "size": "b", "x":"c"}"#));
-        assert!(keyed_text(r#"{"path": "a", "apiKey" : "b"}"#));
-        assert!(keyed_text(r#"{"a": {"AUTH_header": 1}}"#));
-        assert!(keyed_text(r#"{"https://u:p@h": 1}"#));
-        assert!(keyed_text(&format!(r#"{{"{}": 1}}"#, "x".repeat(SECRET_KEY_LEN))));
+        let keyed = |text: &str| embedded_view(text).is_some_and(|view| view.keyed);
+        assert!(!keyed(r#"{"path": "a", "size": "b", "x":"c", "note": "key: value"}"#));
+        assert!(keyed(r#"{"path": "a", "apiKey" : "b"}"#));
+        assert!(keyed(r#"{"a": {"AUTH_header": "c"}}"#));
+        assert!(keyed(r#"{"https://u:p@h": "x"}"#));
+        assert!(keyed(&format!(r#"{{"{}": "x"}}"#, "x".repeat(SECRET_KEY_LEN))));
+        assert!(keyed(r#"{"a": "b", "pass\u0077ord": "c"}"#));
         for keyword in SECRET_KEYWORDS {
             assert!(KEY_FRAGMENTS.iter().any(|f| keyword.contains(f)), "{keyword}");
         }
