@@ -448,6 +448,53 @@ thread_local! {
     static SPARE: std::cell::Cell<Buffers> = std::cell::Cell::new(Buffers::default());
 }
 
+/// A string from the thread's spares, given back, emptied, when dropped: the reading buffers of a
+/// scan, kept with their room for the next one as [`Buffers`] are.
+struct Spare(String);
+
+/// How many spare strings a thread keeps.
+const SPARES: usize = 8;
+
+thread_local! {
+    static SPARE_STRINGS: std::cell::Cell<Vec<String>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Spare {
+    fn take() -> Spare {
+        let mut spares = SPARE_STRINGS.take();
+        let string = spares.pop().unwrap_or_default();
+        SPARE_STRINGS.set(spares);
+        Spare(string)
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        let mut string = std::mem::take(&mut self.0);
+        if string.capacity() <= MAX_KEPT {
+            string.clear();
+            let mut spares = SPARE_STRINGS.take();
+            if spares.len() < SPARES {
+                spares.push(string);
+            }
+            SPARE_STRINGS.set(spares);
+        }
+    }
+}
+
+impl std::ops::Deref for Spare {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spare {
+    fn deref_mut(&mut self) -> &mut String {
+        &mut self.0
+    }
+}
+
 impl Buffers {
     fn room(&self) -> usize {
         self.joined.capacity()
@@ -949,9 +996,9 @@ fn reversed_values(value: &Value, target: Target, out: &mut String) {
 struct TextWalk<'r> {
     text: &'r str,
     i: usize,
-    pointer: String,
+    pointer: Spare,
     /// Where strings with escapes are decoded, one after another.
-    scratch: String,
+    scratch: Spare,
 }
 
 /// Nesting deeper than this is not JSON to `serde_json` (its recursion limit), so it is not to
@@ -960,7 +1007,7 @@ const MAX_TEXT_DEPTH: usize = 128;
 
 impl<'r> TextWalk<'r> {
     fn new(text: &'r str) -> TextWalk<'r> {
-        TextWalk { text, i: 0, pointer: String::new(), scratch: String::new() }
+        TextWalk { text, i: 0, pointer: Spare::take(), scratch: Spare::take() }
     }
 
     /// `None` when the text is not exactly one JSON value; `doc` then holds part of it.
@@ -1012,10 +1059,10 @@ impl<'r> TextWalk<'r> {
     fn value(&mut self, doc: &mut Doc<'_>, key: Option<&str>, depth: usize) -> Option<()> {
         match *self.text.as_bytes().get(self.i)? {
             b'"' => {
-                let mut scratch = std::mem::take(&mut self.scratch);
+                let mut scratch = std::mem::take(&mut self.scratch.0);
                 let (s, plain) = self.string(&mut scratch)?;
                 doc.value_string(s, Some(plain), &self.pointer, key);
-                self.scratch = scratch;
+                self.scratch.0 = scratch;
             }
             b'{' => {
                 if self.open(b'}', depth)? {
@@ -1167,12 +1214,12 @@ fn mask(secret: &str) -> String {
 /// If `s` is JSON text (a tool result often is), its string values in document order, one per
 /// line; keys are left out, so that a phrase split across sibling values reads as one.
 fn embedded_json(s: &str) -> Option<String> {
-    embedded_view(s).map(|view| view.values)
+    embedded_view(s).map(|mut view| std::mem::take(&mut view.values.0))
 }
 
 /// The view [`embedded_json`] makes of JSON text, with what [`Doc`] needs to know of it.
 struct View {
-    values: String,
+    values: Spare,
     /// Whether `values` is plain (see [`normalize::is_plain`]).
     plain: bool,
     /// Whether the text has a key that [`credential_key`] names.
@@ -1184,7 +1231,7 @@ fn embedded_view(s: &str) -> Option<View> {
     if !looks_like_json(t) || t.len() < 8 {
         return None;
     }
-    let mut view = View { values: String::with_capacity(t.len()), plain: true, keyed: false };
+    let mut view = View { values: Spare::take(), plain: true, keyed: false };
     let mut values = 0;
     json_values_each(t, &mut |string| {
         if string.key {
@@ -1249,7 +1296,7 @@ struct JsonString<'t> {
 /// such text as JSON would cut its phrases apart.
 fn json_values_each(text: &str, each: &mut dyn FnMut(JsonString<'_>)) -> Option<()> {
     let bytes = text.as_bytes();
-    let mut scratch = String::new();
+    let mut scratch = Spare::take();
     let mut i = 0;
     while i < bytes.len() {
         match memchr::memchr(b'"', &bytes[i..]) {
