@@ -62,11 +62,14 @@ const MAX_CANCELLED: usize = 256;
 ///   requests are exactly the ones forwarded and neither answered nor cancelled.
 /// - Each line is JSON to `frame::parse` exactly when it is to serde_json, with the same shape
 ///   and the same top-level members ([`check_json`]).
+/// - Read as a JSON string from each of its quotes, each line reads as serde_json reads it
+///   ([`check_strings`]).
 pub fn frame(data: &[u8]) {
     log::set_level(Level::Off);
     let lines = split(data);
     for line in &lines {
         check_json(line.bytes);
+        check_strings(line.bytes);
     }
     let reads = check_reader(data, &lines);
     check_pump(data, &lines, &reads, |_| Side::Client);
@@ -368,6 +371,59 @@ fn is_id(text: &str) -> bool {
 /// top-level key, which it decodes); an array is a `Batch`, another non-object `NotObject`; and
 /// an object has the same top-level members: the first of the six names given twice is the
 /// `DuplicateKey`, else the message view (or the refusal) holds the last value of each.
+/// [`frame::read_string`] from each quote of `line` (the first 64): it reads what serde_json
+/// reads from there up to the end it finds, decoded the same and as plain as
+/// [`normalize::is_plain`](crate::normalize::is_plain) says; it refuses only what serde_json
+/// refuses up to the first quote after an even run of backslashes; and a lone surrogate changes
+/// only the strict reading.
+fn check_strings(line: &[u8]) {
+    let Ok(text) = std::str::from_utf8(line) else { return };
+    let mut out = String::new();
+    for open in memchr::memchr_iter(b'"', line).take(64) {
+        let strict =
+            frame::read_string(text, open, frame::LoneSurrogate::Refuse, &mut out).map(|read| {
+                let s = if read.decoded {
+                    out.clone()
+                } else {
+                    text[open + 1..read.end - 1].to_owned()
+                };
+                (read.end, s, read.plain)
+            });
+        let replaced = frame::read_string(text, open, frame::LoneSurrogate::Replace, &mut out)
+            .map(|read| read.end);
+        match &strict {
+            Some((end, s, plain)) => {
+                let serde = serde_json::from_str::<String>(&text[open..*end]);
+                assert_eq!(serde.as_ref().ok(), Some(s), "{text:?} from {open}");
+                assert_eq!(
+                    *plain,
+                    crate::normalize::is_plain(s.as_bytes()),
+                    "{text:?} from {open}"
+                );
+                assert_eq!(replaced, Some(*end), "{text:?} from {open}");
+            }
+            None => {
+                let mut close = open + 1;
+                let end = loop {
+                    match line.get(close) {
+                        Some(b'"') => break Some(close + 1),
+                        Some(b'\\') => close += 2,
+                        Some(_) => close += 1,
+                        None => break None,
+                    }
+                };
+                if let Some(end) = end.filter(|&end| end <= text.len()) {
+                    let literal = &text[open..end];
+                    assert!(serde_json::from_str::<String>(literal).is_err(), "{literal:?}");
+                    if replaced.is_some() {
+                        assert!(literal.contains("\\u"), "{literal:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn check_json(line: &[u8]) {
     struct Members;
     impl<'de> serde::de::Visitor<'de> for Members {
