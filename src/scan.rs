@@ -14,6 +14,9 @@
 //!   into words (payloads hide in parameter names).
 //! - *Secret rules* find credentials. They are case-sensitive and run on the raw text, so that
 //!   a finding has a byte span that [`Scanner::redact`] can replace, and again on decoded layers.
+//!   A string that is itself JSON text (tool results often are) stands in the joined view by its
+//!   values; its text as written is scanned only where the values show a secret or a key may
+//!   lead to one (see [`Doc::joined_secrets`]).
 //!
 //! # Speed
 //!
