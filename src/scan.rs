@@ -818,6 +818,34 @@ impl<'s> Doc<'s> {
         }
     }
 
+    /// The keys view: phrases hidden in parameter names, and credentials used as keys
+    /// (`{"ghp_…": 1}`), which have no place in a string value that redaction could replace and
+    /// are reported without one, which refuses the message. Plain keys are read once by the
+    /// combined engine, as the joined view is.
+    fn keys_in(&mut self, keys: &str) {
+        if !normalize::is_plain(keys.as_bytes()) {
+            self.secrets_in(keys, "", "keys");
+            self.phrases_in(&normalize::fold_where_needed(keys), "", "keys");
+            return;
+        }
+        let mut found = Vec::new();
+        let target = self.target.bit();
+        let complete =
+            self.scanner.combined.run(keys, target, false, &mut self.work, &mut |rule, m| {
+                let excerpt = if rule.category == Category::Secret {
+                    mask(&keys[m])
+                } else {
+                    excerpt(&keys[m])
+                };
+                found.push((rule.id.clone(), rule.category, excerpt));
+                true
+            });
+        self.overloaded(complete, "");
+        for (id, category, excerpt) in found {
+            self.push_owned(id, category, excerpt, None, "", "keys");
+        }
+    }
+
     /// A credential under a key that says so: `{"api_key": "…"}`.
     fn key_value(&mut self, key: &str, value: &str, pointer: &str) {
         if secret_key_name(key) && generic_value(value, false) {
@@ -879,8 +907,7 @@ impl<'s> Doc<'s> {
         }
         let keys = std::mem::take(&mut self.keys);
         if !keys.is_empty() {
-            let keys_plain = normalize::is_plain(keys.as_bytes());
-            self.phrases_in(&Doc::view(&keys, keys_plain), "", "keys");
+            self.keys_in(&keys);
         }
         (self.joined, self.reversed, self.keys) = (joined, reversed, keys);
         std::mem::take(&mut self.findings)
@@ -7304,6 +7331,37 @@ mod tests {
             json!({"out": [pem, "next"]}),
             json!({"out": ["[REDACTED:secret-private-key]", "next"]}),
         );
+    }
+
+    /// A credential can be an object key as well as a value; it has no place in a value to
+    /// redact, so it is reported without one.
+    #[test]
+    fn secrets_in_keys() {
+        let token = format!("ghp_{}", fake(ALNUM, 36, 42));
+        for raw in [
+            format!(r#"{{"{token}": 1}}"#),
+            format!(r#"{{"data": {{"items": [{{"{token}": "x"}}]}}}}"#),
+            format!(r#"{{"caf\u00e9": {{"{token}": null}}}}"#),
+        ] {
+            for target in [Q, R, T] {
+                let found = scanner().scan_json_text(&raw, target);
+                assert!(
+                    found.iter().any(|f| f.rule == "secret-github-token"
+                        && f.span.is_none()
+                        && f.via == "keys"),
+                    "{raw} {target:?}: {found:?}"
+                );
+            }
+        }
+        // Keys that only look like one are not.
+        for raw in [
+            r#"{"AKIAXXXXXXXXXXXXXXXX": 1}"#,
+            r#"{"github_token": "", "sk_mode": "test", "api-key-header": "X-Api-Key"}"#,
+            r#"{"3f786850e387550fdab836ed7e6dc881de23001b": {"sha": "ok"}}"#,
+        ] {
+            let found = scanner().scan_json_text(raw, Q);
+            assert!(found.is_empty(), "{raw}: {found:?}");
+        }
     }
 
     /// Phrases in ASCII text are found with the combined engine, leaving out its secret rules;

@@ -214,6 +214,35 @@ fn encoded_secret_in_arguments_is_refused() {
     assert_all_refused("ward_encoded_secret", &cases, "secret", "secret-aws-access-key");
 }
 
+/// A credential sent as an object key rather than a value is refused too, at any depth: keys
+/// reach the server as surely as values do.
+#[test]
+fn secret_as_a_key_in_arguments_is_refused() {
+    let cases = [
+        ("top-level key", json!({ AWS_KEY: 1 })),
+        ("nested key", json!({ "rows": [{ "id": 7, "tags": { AWS_KEY: true } }] })),
+    ];
+    assert_all_refused("ward_secret_key", &cases, "secret", "secret-aws-access-key");
+}
+
+/// A credential that a server sends back as an object key has no value to redact: the result
+/// does not reach the client.
+#[test]
+fn secret_as_a_key_in_a_result_does_not_pass() {
+    let dir = TempDir::new("ward_result_secret_key");
+    let result = json!({
+        "content": [{ "type": "text", "text": "2 keys" }],
+        "structuredContent": { "keys": { AWS_KEY: "active" } },
+    });
+    let results = dir.write("results.json", &json!({ "list_keys": result }).to_string());
+    let mut proxy = start(&dir, "[ward]\n", &[], &["--results-file", results.to_str().unwrap()]);
+    proxy.send_line(&call("5", "list_keys", "{}"));
+    let line = proxy.recv();
+    finish(proxy, &dir);
+    assert!(!String::from_utf8_lossy(&line).contains(AWS_KEY), "the key reached the client");
+    assert_blocked(&line, json!(5), "secret", "secret-aws-access-key", "the result");
+}
+
 /// Hard negatives: code, a document about prompt injection that instructs nothing, a SHA-256, a
 /// UUID and the documentation placeholder of an AWS key pass byte for byte, both ways.
 #[test]
