@@ -262,17 +262,22 @@ impl Scanner {
     /// JSON.
     pub fn scan_json_text(&self, raw: &str, target: Target) -> Vec<Finding> {
         let mut doc = Doc::new(self, target);
-        if TextWalk::new(raw).walk(&mut doc).is_none() {
+        let Some(descending) = TextWalk::new(raw).walk(&mut doc) else {
             // serde_json refuses a lone surrogate escape (`\ud800`), which a client's parser
             // reads, each one as U+FFFD; so does the walk.
             return match normalize::json_lone_surrogates(raw) {
                 Some(read) if read != raw => self.scan_json_text(&read, target),
                 _ => self.scan_text(raw, target),
             };
-        }
+        };
         // The text order is one order; a split phrase may also read across members the other
-        // way round (see `MAX_REVERSED_VIEW`).
-        if doc.joined.len() <= MAX_REVERSED_VIEW && doc.phrases >= 2 {
+        // way round (see `MAX_REVERSED_VIEW`). When every object's keys were written in
+        // descending order, and every string stands in the joined view as it is, that order
+        // is the text order and its view would be the joined one again: the text need not be
+        // parsed for it. (In a tool definition, a `type` array's strings are left out of the
+        // joined view but not of the other, so the two differ.)
+        let same_order = descending && !doc.viewed && target != Target::ToolDefinition;
+        if doc.joined.len() <= MAX_REVERSED_VIEW && doc.phrases >= 2 && !same_order {
             if let Ok(value) = serde_json::from_str::<Value>(raw) {
                 reversed_values(&value, target, &mut doc.reversed);
             }
@@ -416,6 +421,8 @@ struct Doc<'s> {
     leet: bool,
     /// Strings with more than one word: only with two of them can a phrase be split.
     phrases: usize,
+    /// Whether some string stands in `joined` by a view of it rather than as it is.
+    viewed: bool,
     /// Where each string that stands in `joined` as it is sits, and its JSON Pointer.
     segments: Vec<(Range<usize>, Range<usize>)>,
     /// The pointers of `segments` and `embedded`, end to end (one allocation rather than one
@@ -547,6 +554,7 @@ impl<'s> Doc<'s> {
             plain: true,
             leet: false,
             phrases: 0,
+            viewed: false,
             segments,
             pointers,
             embedded,
@@ -670,6 +678,7 @@ impl<'s> Doc<'s> {
     /// Adds a string to the joined view: itself, or the view [`Doc::string`] made of it.
     fn join(&mut self, s: &str, view: Option<View>, pointer: &str) {
         self.phrases += usize::from(s.trim().contains(char::is_whitespace));
+        self.viewed |= view.is_some();
         match view {
             // Its text is read for secrets only when its values show one (see
             // `joined_secrets`), or when one of its keys may name a credential: a keyword
@@ -1029,6 +1038,10 @@ struct TextWalk<'r> {
     pointer: Spare,
     /// Where strings with escapes are decoded, one after another.
     scratch: Spare,
+    /// The last key read in each object open around the walk, end to end.
+    members: Spare,
+    /// Whether every object so far had its keys in descending order.
+    descending: bool,
 }
 
 /// Nesting deeper than this is not JSON to `serde_json` (its recursion limit), so it is not to
@@ -1037,15 +1050,24 @@ const MAX_TEXT_DEPTH: usize = 128;
 
 impl<'r> TextWalk<'r> {
     fn new(text: &'r str) -> TextWalk<'r> {
-        TextWalk { text, i: 0, pointer: Spare::take(), scratch: Spare::take() }
+        TextWalk {
+            text,
+            i: 0,
+            pointer: Spare::take(),
+            scratch: Spare::take(),
+            members: Spare::take(),
+            descending: true,
+        }
     }
 
-    /// `None` when the text is not exactly one JSON value; `doc` then holds part of it.
-    fn walk(mut self, doc: &mut Doc<'_>) -> Option<()> {
+    /// `None` when the text is not exactly one JSON value; `doc` then holds part of it. Else
+    /// whether the members of every object were written in descending order of their keys
+    /// (strictly: a key written twice makes it `false`).
+    fn walk(mut self, doc: &mut Doc<'_>) -> Option<bool> {
         self.ws();
         self.value(doc, None, 0)?;
         self.ws();
-        (self.i == self.text.len()).then_some(())
+        (self.i == self.text.len()).then_some(self.descending)
     }
 
     fn ws(&mut self) {
@@ -1098,6 +1120,8 @@ impl<'r> TextWalk<'r> {
                 if self.open(b'}', depth)? {
                     return Some(());
                 }
+                // This object's last key stands in `members` from here.
+                let base = self.members.len();
                 loop {
                     if self.text.as_bytes().get(self.i) != Some(&b'"') {
                         return None;
@@ -1109,14 +1133,23 @@ impl<'r> TextWalk<'r> {
                     self.eat(b':')?;
                     self.ws();
                     doc.object_key(k);
+                    if self.members.len() > base && k.as_bytes() >= &self.members.as_bytes()[base..]
+                    {
+                        self.descending = false;
+                    }
+                    self.members.truncate(base);
+                    self.members.push_str(k);
+                    let end = self.members.len();
                     let len = self.pointer.len();
                     push_pointer(&mut self.pointer, k);
                     self.value(doc, Some(k), depth + 1)?;
                     self.pointer.truncate(len);
+                    self.members.truncate(end);
                     if !self.more(b'}')? {
                         break;
                     }
                 }
+                self.members.truncate(base);
             }
             b'[' => {
                 if self.open(b']', depth)? {
@@ -1252,7 +1285,9 @@ struct View {
     values: Spare,
     /// Whether `values` is plain (see [`normalize::is_plain`]).
     plain: bool,
-    /// Whether the text has a key that [`credential_key`] names.
+    /// Whether the text is to be scanned as it is written too: it has a key that
+    /// [`credential_key`] names, or something outside its strings that is not JSON's (which
+    /// the values leave out).
     keyed: bool,
 }
 
@@ -1263,7 +1298,7 @@ fn embedded_view(s: &str) -> Option<View> {
     }
     let mut view = View { values: Spare::take(), plain: true, keyed: false };
     let mut values = 0;
-    json_values_each(t, &mut |string| {
+    let outside_is_json = json_values_each(t, &mut |string| {
         if string.key {
             view.keyed = view.keyed || credential_key(string.text);
             return;
@@ -1284,6 +1319,7 @@ fn embedded_view(s: &str) -> Option<View> {
             }
         }
     })?;
+    view.keyed |= !outside_is_json;
     (values > 0).then_some(view)
 }
 
@@ -1324,15 +1360,22 @@ struct JsonString<'t> {
 /// `None` when the text is not well-formed where it matters: a value that does not decode, or
 /// a value not followed by `,`, `]` or `}` (an unescaped quote inside a string), because reading
 /// such text as JSON would cut its phrases apart.
-fn json_values_each(text: &str, each: &mut dyn FnMut(JsonString<'_>)) -> Option<()> {
+///
+/// Returns whether everything outside the strings is JSON's own: brackets, commas, colons,
+/// whitespace, numbers, `true`, `false` and `null`. Only then do the strings hold all the
+/// text says.
+fn json_values_each(text: &str, each: &mut dyn FnMut(JsonString<'_>)) -> Option<bool> {
     let bytes = text.as_bytes();
     let mut scratch = Spare::take();
     let mut i = 0;
+    let mut outside_is_json = true;
     while i < bytes.len() {
-        match memchr::memchr(b'"', &bytes[i..]) {
-            Some(p) => i += p,
-            None => break,
-        }
+        let Some(p) = memchr::memchr(b'"', &bytes[i..]) else {
+            outside_is_json &= json_between(&text[i..]);
+            break;
+        };
+        outside_is_json &= json_between(&text[i..i + p]);
+        i += p;
         let open = i;
         // A key is skipped whatever it holds, so a string that does not decode still needs its
         // end found to tell whether it is one.
@@ -1365,7 +1408,17 @@ fn json_values_each(text: &str, each: &mut dyn FnMut(JsonString<'_>)) -> Option<
         let string = if read.decoded { &scratch } else { &text[open + 1..read.end - 1] };
         each(JsonString { text: string, key, plain: read.plain });
     }
-    Some(())
+    Some(outside_is_json)
+}
+
+/// Whether `gap`, text between two strings of JSON text, is JSON's own (see
+/// [`json_values_each`]).
+fn json_between(gap: &str) -> bool {
+    let structural =
+        |c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '{' | '}' | '[' | ']' | ',' | ':');
+    gap.split(structural).all(|token| {
+        token.is_empty() || matches!(token, "true" | "false" | "null") || json_number(token)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -6868,6 +6921,77 @@ mod tests {
         assert_eq!(ids, ["role-play"]);
     }
 
+    /// When the walk finds every object's keys written in descending order and every string
+    /// joined as it is, the view in reverse key order is the joined view: the scan skips it.
+    #[test]
+    fn descending_keys_make_the_reversed_view_the_joined_one() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        // As written in JSON text, escapes and all.
+        const KEYS: [&str; 8] = ["a", "b", "ab", "B", r"\u00e9t\u00e9", "z", r"\u0062", "type"];
+        const STRINGS: [&str; 6] =
+            ["ignore all", "previous instructions", "x", r#"{\"k\": \"v w\"}"#, r"a\nb c", ""];
+        fn build(next: &mut dyn FnMut(u64) -> u64, depth: usize, out: &mut String) {
+            match if depth > 3 { 2 } else { next(4) } {
+                0 => {
+                    let mut keys: Vec<&str> =
+                        (0..next(4)).map(|_| KEYS[next(8) as usize]).collect();
+                    // Often in descending order, as the shortcut needs.
+                    if next(3) > 0 {
+                        keys.sort_by_key(|k| {
+                            std::cmp::Reverse(
+                                serde_json::from_str::<String>(&format!("\"{k}\"")).unwrap(),
+                            )
+                        });
+                    }
+                    out.push('{');
+                    for (i, k) in keys.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&format!("\"{k}\":"));
+                        build(next, depth + 1, out);
+                    }
+                    out.push('}');
+                }
+                1 => {
+                    out.push('[');
+                    for i in 0..next(3) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        build(next, depth + 1, out);
+                    }
+                    out.push(']');
+                }
+                2 => out.push_str(&format!("\"{}\"", STRINGS[next(6) as usize])),
+                _ => out.push_str(["1", "null", "true"][next(3) as usize]),
+            }
+        }
+        let mut same = 0;
+        for _ in 0..3000 {
+            let mut raw = String::new();
+            build(&mut next, 0, &mut raw);
+            let Ok(value) = serde_json::from_str::<Value>(&raw) else { continue };
+            for target in [Q, R] {
+                let mut doc = Doc::new(scanner(), target);
+                let descending = TextWalk::new(&raw).walk(&mut doc).expect("valid JSON");
+                if descending && !doc.viewed {
+                    let mut reversed = String::new();
+                    reversed_values(&value, target, &mut reversed);
+                    assert_eq!(reversed, doc.joined, "{raw}");
+                    same += 1;
+                }
+            }
+        }
+        assert!(same > 1000, "{same}");
+    }
+
     #[test]
     fn json_text_walk() {
         let rules = |text: &str| -> Vec<(String, String)> {
@@ -7193,7 +7317,7 @@ mod tests {
                         got.push(string.text.to_owned());
                     }
                 })
-                .map(|()| got);
+                .map(|_| got);
                 assert_eq!(got, three_passes::values(&text), "{text:?}");
             }
         }
@@ -7450,6 +7574,21 @@ mod tests {
                 .any(|f| f.rule == "secret-github-token" && f.span.is_none() && f.via == "json"),
             "{found:?}"
         );
+        // Between the strings of text that only looks like JSON: the values leave it out, so
+        // the text is scanned as it is written.
+        let loose = format!(r#"{{"note": "ok", {token} "more": "text"}}"#);
+        let found = scanner().scan_text(&loose, R);
+        let at = loose.find(&token).expect("token");
+        assert!(
+            found
+                .iter()
+                .any(|f| f.rule == "secret-github-token" && f.span == Some(at..at + token.len())),
+            "{found:?}"
+        );
+        assert!(
+            json_between(r#"{ "#) && json_between(", -1.5e3, true, null ] , ") && json_between("")
+        );
+        assert!(!json_between(" ghp_x ") && !json_between(", truex,") && !json_between(":00:"));
         // Nothing in either: nothing reported, and keys without a credential's name pass.
         assert!(spans(&json!({"path": "/tmp/a.txt", "size": 12, "note": "all good"})).is_empty());
         let keyed = |text: &str| embedded_view(text).is_some_and(|view| view.keyed);
