@@ -1653,8 +1653,14 @@ fn check_scan(text: &str) {
         check_findings(&findings, &whole);
         let raw = findings.iter().any(|finding| finding.span.is_some());
         check_findings(&scanner.scan_json(&value, target), &value);
-        // Text that is not JSON is scanned as text.
-        check_findings(&scanner.scan_json_text(text, target), parsed.as_ref().unwrap_or(&whole));
+        // Text that is not JSON is scanned as text. Both members of a key written twice are
+        // scanned, and a span may then be in the one `parsed` left out (the ward refuses a
+        // message whose secret it cannot redact for that reason).
+        let mut findings = scanner.scan_json_text(text, target);
+        if parsed.is_some() && duplicate_keys(text) {
+            findings.iter_mut().for_each(|finding| finding.span = None);
+        }
+        check_findings(&findings, parsed.as_ref().unwrap_or(&whole));
 
         let redacted = scanner.redact(text);
         assert_eq!(redacted.is_some(), raw, "redact and scan_text disagree about secrets");
@@ -1678,6 +1684,57 @@ fn check_scan(text: &str) {
     assert!(left.is_none(), "a secret is left after redact_json: {left:?}\n{redacted}");
     let again = scanner.redact_json(&mut redacted);
     assert!(again.is_empty(), "redact_json is not idempotent: {again:?}");
+}
+
+/// Whether JSON `text` has an object with a key written twice.
+fn duplicate_keys(text: &str) -> bool {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Walk<'f>(&'f mut bool);
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+            de.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut keys = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                *self.0 |= !keys.insert(key);
+                map.next_value_seed(Walk(&mut *self.0))?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Walk(&mut *self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    let mut found = false;
+    let mut de = serde_json::Deserializer::from_str(text);
+    Walk(&mut found).deserialize(&mut de).is_ok() && found
 }
 
 /// Checks what every finding promises about its span and its excerpt; `value` is what was

@@ -271,8 +271,18 @@ fn decide(
         }
     }
     if ward.redacts(findings, target) {
-        if let Some(left) = redact_message(ward, ctx, target)? {
+        let (changed, left) = redact_message(ward, ctx, target)?;
+        if let Some(left) = left {
             return Err(block(&left, what));
+        }
+        // The scan read a secret with a place in the text, and redaction changed nothing: the
+        // bytes forwarded would still carry it. The two read the same strings, so this is not
+        // expected to happen; if it does, the message is refused rather than passed on.
+        let hidden = findings.iter().find(|finding| {
+            finding.span.is_some() && ward.action(finding, target) == Action::Redact
+        });
+        if let (false, Some(secret)) = (changed, hidden) {
+            return Err(block(secret, what));
         }
     }
     ctx.rule =
@@ -310,9 +320,14 @@ fn block(finding: &Finding, what: &str) -> Deny {
     Deny { code: WARD_BLOCKED, reason, rule: Some(finding.rule.clone()), data: Some(data) }
 }
 
-/// Replaces secrets in the part of the message that was scanned. Returns a secret that is still
-/// there afterwards, found only after decoding, which redaction could not remove.
-fn redact_message(ward: &Ward, ctx: &mut Ctx<'_>, target: Target) -> Result<Option<Finding>, Deny> {
+/// Replaces secrets in the part of the message that was scanned. Returns whether it changed, and
+/// a secret that is still there afterwards, found only after decoding, which redaction could not
+/// remove.
+fn redact_message(
+    ward: &Ward,
+    ctx: &mut Ctx<'_>,
+    target: Target,
+) -> Result<(bool, Option<Finding>), Deny> {
     let scanned = match ctx.msg.kind {
         Kind::Response if ctx.msg.error.is_some() => ctx.error_mut()?,
         Kind::Response => ctx.result_mut()?,
@@ -324,10 +339,10 @@ fn redact_message(ward: &Ward, ctx: &mut Ctx<'_>, target: Target) -> Result<Opti
             other => other,
         },
     };
-    let Some(value) = scanned else { return Ok(None) };
+    let Some(value) = scanned else { return Ok((false, None)) };
     let (changed, left) = redact_value(ward, value, target);
     ctx.changed |= changed;
-    Ok(left)
+    Ok((changed, left))
 }
 
 /// Redacts the secrets of `value` in place. Returns whether it changed, and the first secret to

@@ -243,6 +243,28 @@ fn secret_as_a_key_in_a_result_does_not_pass() {
     assert_blocked(&line, json!(5), "secret", "secret-aws-access-key", "the result");
 }
 
+/// A secret in the first of two members with the same key: a parser that keeps the last member
+/// would find nothing to redact, while the bytes would still carry it to a client that keeps the
+/// first. The ward reads both, and the result, which cannot be rewritten without choosing one,
+/// does not reach the client.
+#[test]
+fn secret_in_a_hidden_duplicate_member_does_not_pass() {
+    let dir = TempDir::new("ward_result_duplicate_member");
+    let raw = format!(
+        r#"{{"content": [{{"type": "text", "text": "{AWS_KEY}", "text": "nothing here"}}]}}"#
+    );
+    let results = dir.write("results.json", &json!({ "read_config": raw }).to_string());
+    let mut proxy = start(&dir, "[ward]\n", &[], &["--results-file", results.to_str().unwrap()]);
+    proxy.send_line(&call("6", "read_config", "{}"));
+    let line = proxy.recv();
+    finish(proxy, &dir);
+    assert!(!String::from_utf8_lossy(&line).contains(AWS_KEY), "the key reached the client");
+    let answer = json(&line);
+    assert_eq!(answer["id"], json!(6), "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("appears more than once"), "{answer}");
+}
+
 /// Hard negatives: code, a document about prompt injection that instructs nothing, a SHA-256, a
 /// UUID and the documentation placeholder of an AWS key pass byte for byte, both ways.
 #[test]
