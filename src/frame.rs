@@ -862,14 +862,79 @@ mod json {
         b: &[u8],
         open: usize,
     ) -> Result<usize, Invalid> {
+        let close = string_blocks::<PORTABLE>(b, open, |at, block, escapes, _| {
+            // What follows each backslash, looked up in a table: a `match` here jumps to a
+            // place per escape letter, in an order no branch predictor learns. `\u` needs its
+            // digits.
+            let mut kinds = 0;
+            let mut rest = escapes;
+            while rest != 0 {
+                kinds |= ESCAPE[usize::from(block[rest.trailing_zeros() as usize])];
+                rest &= rest - 1;
+            }
+            if kinds != 0 && (kinds & BAD_KIND != 0 || !unicode_escapes(b, at, escapes)) {
+                return Err(Invalid);
+            }
+            Ok(())
+        })?;
+        Ok(close + 1)
+    }
+
+    /// [`string_end`] that also decodes: see [`read_string`](super::read_string).
+    ///
+    /// The escapes of each block are visited by their bits, so that a string with an escape
+    /// every dozen bytes costs one copy of the text between two escapes and one table look per
+    /// escape, not a search for each backslash.
+    pub(super) fn read_string<const PORTABLE: bool>(
+        text: &str,
+        open: usize,
+        lone: LoneSurrogate,
+        out: &mut String,
+    ) -> Result<Str, Invalid> {
+        // Bytes as written that are not plain (control bytes are refused, so these are the ones
+        // from 0x7F), and whether every escape decoded to a plain character.
+        let mut wide = 0;
+        let mut plain = true;
+        // From the first escape on: where the text not yet copied to `out` starts.
+        let mut copied = None;
+        let close =
+            string_blocks::<PORTABLE>(text.as_bytes(), open, |at, block, escapes, high| {
+                wide |= high;
+                if escapes != 0 {
+                    let from = copied.get_or_insert_with(|| {
+                        out.clear();
+                        open + 1
+                    });
+                    *from = unescape(text, at, block, escapes, *from, lone, out, &mut plain)?;
+                }
+                Ok(())
+            })?;
+        if let Some(from) = copied {
+            out.push_str(text.get(from..close).ok_or(Invalid)?);
+        }
+        Ok(Str { end: close + 1, decoded: copied.is_some(), plain: plain && wide == 0 })
+    }
+
+    /// Walks the string whose opening quote is at `open`, refusing control bytes, and hands
+    /// each stretch of it to `each`: where it starts, its bytes (a block, padded at the end of
+    /// the text), and as bit masks over them, the escaped bytes (each just after its backslash)
+    /// and the bytes from 0x7F, both before the closing quote. Returns where the closing quote
+    /// is. What an escape means is for `each` to check.
+    #[inline(always)]
+    fn string_blocks<const PORTABLE: bool>(
+        b: &[u8],
+        open: usize,
+        mut each: impl FnMut(usize, &[u8], u64, u64) -> Result<(), Invalid>,
+    ) -> Result<usize, Invalid> {
         let start = open + 1;
         // Most strings in a message are short and plain (keys, `"2.0"`, method names): one look
         // at sixteen bytes ends them.
         if let Some(chunk) = b.get(start..start + 16) {
-            let [quotes, backslashes, controls, _] = classify::<PORTABLE>(chunk);
+            let [quotes, backslashes, controls, high] = classify::<PORTABLE>(chunk);
             let before = quotes.wrapping_sub(1) & !quotes;
             if quotes != 0 && (backslashes | controls) & before == 0 {
-                return Ok(start + quotes.trailing_zeros() as usize + 1);
+                each(start, chunk, 0, u64::from(high & before))?;
+                return Ok(start + quotes.trailing_zeros() as usize);
             }
         }
         let mut at = start;
@@ -886,75 +951,6 @@ mod json {
                     (&padded[..], true)
                 }
             };
-            let [quotes, backslashes, controls, _] = classify_block::<PORTABLE>(block);
-            let (escaped, carry_out) = escaped(backslashes, carry);
-            let ends = quotes & !escaped;
-            let before = ends.wrapping_sub(1) & !ends;
-            if controls & before != 0 {
-                return Err(Invalid);
-            }
-            // What follows each backslash, looked up in a table: a `match` here jumps to a place
-            // per escape letter, in an order no branch predictor learns. `\u` needs its digits.
-            let escapes = escaped & before;
-            let mut kinds = 0;
-            let mut rest = escapes;
-            while rest != 0 {
-                kinds |= ESCAPE[usize::from(block[rest.trailing_zeros() as usize])];
-                rest &= rest - 1;
-            }
-            if kinds != 0 && (kinds & BAD_KIND != 0 || !unicode_escapes(b, at, escapes)) {
-                return Err(Invalid);
-            }
-            if ends != 0 {
-                return Ok(at + ends.trailing_zeros() as usize + 1);
-            }
-            if last {
-                return Err(Invalid);
-            }
-            carry = carry_out;
-            at += BLOCK;
-        }
-    }
-
-    /// [`string_end`] that also decodes: see [`read_string`](super::read_string).
-    ///
-    /// The blocks are classified as in [`string_end`], and the escapes of each are visited by
-    /// their bits, so that a string with an escape every dozen bytes costs one copy of the text
-    /// between two escapes and one table look per escape, not a search for each backslash.
-    pub(super) fn read_string<const PORTABLE: bool>(
-        text: &str,
-        open: usize,
-        lone: LoneSurrogate,
-        out: &mut String,
-    ) -> Result<Str, Invalid> {
-        let b = text.as_bytes();
-        let start = open + 1;
-        if let Some(chunk) = b.get(start..start + 16) {
-            let [quotes, backslashes, controls, wide] = classify::<PORTABLE>(chunk);
-            let before = quotes.wrapping_sub(1) & !quotes;
-            if quotes != 0 && (backslashes | controls) & before == 0 {
-                let end = start + quotes.trailing_zeros() as usize + 1;
-                return Ok(Str { end, decoded: false, plain: wide & before == 0 });
-            }
-        }
-        let mut at = start;
-        let mut carry = 0;
-        let mut padded = [b' '; BLOCK];
-        // Bytes as written that are not plain (control bytes are refused, so these are the ones
-        // from 0x7F), and whether every escape decoded to a plain character.
-        let mut wide = 0;
-        let mut plain = true;
-        // From the first escape on: where the text not yet copied to `out` starts.
-        let mut copied = None;
-        loop {
-            let (block, last) = match b.get(at..at + BLOCK) {
-                Some(block) => (block, false),
-                None => {
-                    let rest = b.get(at..).unwrap_or_default();
-                    padded[..rest.len()].copy_from_slice(rest);
-                    (&padded[..], true)
-                }
-            };
             let [quotes, backslashes, controls, high] = classify_block::<PORTABLE>(block);
             let (escaped, carry_out) = escaped(backslashes, carry);
             let ends = quotes & !escaped;
@@ -962,22 +958,9 @@ mod json {
             if controls & before != 0 {
                 return Err(Invalid);
             }
-            wide |= high & before;
-            let escapes = escaped & before;
-            if escapes != 0 {
-                let from = copied.get_or_insert_with(|| {
-                    out.clear();
-                    start
-                });
-                *from = unescape(text, at, block, escapes, *from, lone, out, &mut plain)?;
-            }
+            each(at, block, escaped & before, high & before)?;
             if ends != 0 {
-                let close = at + ends.trailing_zeros() as usize;
-                if let Some(from) = copied {
-                    out.push_str(text.get(from..close).ok_or(Invalid)?);
-                }
-                let decoded = copied.is_some();
-                return Ok(Str { end: close + 1, decoded, plain: plain && wide == 0 });
+                return Ok(at + ends.trailing_zeros() as usize);
             }
             if last {
                 return Err(Invalid);
