@@ -410,11 +410,11 @@ struct Doc<'s> {
     target: Target,
     findings: Vec<Finding>,
     /// All string values, one per line, in walk order.
-    joined: String,
+    joined: Spare,
     /// All object keys (and identifier-like strings of a tool definition), split into words.
-    keys: String,
+    keys: Spare,
     /// The string values again, with object members in reverse key order (see `finish`).
-    reversed: String,
+    reversed: Spare,
     /// Whether everything in `joined` is plain ASCII (see [`normalize::Profile::plain`]).
     plain: bool,
     /// Whether some string seen so far has a leet line.
@@ -427,43 +427,27 @@ struct Doc<'s> {
     segments: Vec<(Range<usize>, Range<usize>)>,
     /// The pointers of `segments` and `embedded`, end to end (one allocation rather than one
     /// per string).
-    pointers: String,
+    pointers: Spare,
     /// Strings that are JSON text and stand in `joined` by their values (see [`Doc::string`]):
     /// where the values stand, where the text is kept in `texts`, and its pointer.
     embedded: Vec<Embedded>,
     /// The texts of `embedded`, end to end.
-    texts: String,
+    texts: Spare,
     /// What the regexes may still read; every string walked adds to it.
     work: Work,
 }
 
-/// The growable parts of a [`Doc`]. A scan leaves them to the next scan on its thread, emptied
-/// but with their room, so that scanning a message allocates next to nothing and a large one
-/// is not copied each time a view outgrows its room.
-#[derive(Default)]
-struct Buffers {
-    joined: String,
-    keys: String,
-    reversed: String,
-    segments: Vec<(Range<usize>, Range<usize>)>,
-    pointers: String,
-    embedded: Vec<Embedded>,
-    texts: String,
-}
-
-/// Buffers with more room than this, in all, are let go instead of kept.
+/// Strings with more room than this are let go instead of kept (see [`Spare`]).
 const MAX_KEPT: usize = 1 << 20;
 
-thread_local! {
-    static SPARE: std::cell::Cell<Buffers> = std::cell::Cell::new(Buffers::default());
-}
-
-/// A string from the thread's spares, given back, emptied, when dropped: the reading buffers of a
-/// scan, kept with their room for the next one as [`Buffers`] are.
+/// A string from the thread's spares, given back, emptied, when dropped. A scan's views and
+/// reading buffers are kept this way, with their room, for the next scan on the thread, so that
+/// scanning a message allocates next to nothing and a large one is not copied each time a view
+/// outgrows its room.
 struct Spare(String);
 
-/// How many spare strings a thread keeps.
-const SPARES: usize = 8;
+/// How many spare strings a thread keeps: as many as one scan holds at once.
+const SPARES: usize = 16;
 
 thread_local! {
     static SPARE_STRINGS: std::cell::Cell<Vec<String>> = const { std::cell::Cell::new(Vec::new()) };
@@ -505,60 +489,23 @@ impl std::ops::DerefMut for Spare {
     }
 }
 
-impl Buffers {
-    fn room(&self) -> usize {
-        self.joined.capacity()
-            + self.keys.capacity()
-            + self.reversed.capacity()
-            + self.segments.capacity() * std::mem::size_of::<(Range<usize>, Range<usize>)>()
-            + self.pointers.capacity()
-            + self.embedded.capacity() * std::mem::size_of::<Embedded>()
-            + self.texts.capacity()
-    }
-}
-
-impl Drop for Doc<'_> {
-    fn drop(&mut self) {
-        let mut spare = Buffers {
-            joined: std::mem::take(&mut self.joined),
-            keys: std::mem::take(&mut self.keys),
-            reversed: std::mem::take(&mut self.reversed),
-            segments: std::mem::take(&mut self.segments),
-            pointers: std::mem::take(&mut self.pointers),
-            embedded: std::mem::take(&mut self.embedded),
-            texts: std::mem::take(&mut self.texts),
-        };
-        if spare.room() <= MAX_KEPT {
-            spare.joined.clear();
-            spare.keys.clear();
-            spare.reversed.clear();
-            spare.segments.clear();
-            spare.pointers.clear();
-            spare.embedded.clear();
-            spare.texts.clear();
-            SPARE.set(spare);
-        }
-    }
-}
-
 impl<'s> Doc<'s> {
     fn new(scanner: &'s Scanner, target: Target) -> Doc<'s> {
-        let Buffers { joined, keys, reversed, segments, pointers, embedded, texts } = SPARE.take();
         Doc {
             scanner,
             target,
             findings: Vec::new(),
-            joined,
-            keys,
-            reversed,
+            joined: Spare::take(),
+            keys: Spare::take(),
+            reversed: Spare::take(),
             plain: true,
             leet: false,
             phrases: 0,
             viewed: false,
-            segments,
-            pointers,
-            embedded,
-            texts,
+            segments: Vec::new(),
+            pointers: Spare::take(),
+            embedded: Vec::new(),
+            texts: Spare::take(),
             work: Work::new(),
         }
     }
@@ -750,7 +697,7 @@ impl<'s> Doc<'s> {
             let pointer = self.pointers[at].to_owned();
             self.raw_secrets(&joined[range], &pointer);
         }
-        let all_texts = std::mem::take(&mut self.texts);
+        let all_texts = std::mem::take(&mut self.texts.0);
         for group in texts.chunk_by(|a, b| a.0 == b.0) {
             let e = self.embedded[group[0].0].clone();
             let pointer = self.pointers[e.pointer].to_owned();
@@ -773,7 +720,7 @@ impl<'s> Doc<'s> {
                 }
             }
         }
-        self.texts = all_texts;
+        self.texts.0 = all_texts;
     }
 
     /// Reports the secrets of `s` with their spans, and returns them.
@@ -865,7 +812,7 @@ impl<'s> Doc<'s> {
     }
 
     fn finish(mut self) -> Vec<Finding> {
-        let joined = std::mem::take(&mut self.joined);
+        let joined = std::mem::take(&mut self.joined.0);
         let plain = self.plain;
         let target = self.target.bit();
         let mut secrets = Vec::new();
@@ -905,7 +852,7 @@ impl<'s> Doc<'s> {
         self.leet |= profile.leet;
         self.decoded(&joined, &profile, "");
         let folded = Doc::view(&joined, plain);
-        let reversed = std::mem::take(&mut self.reversed);
+        let reversed = std::mem::take(&mut self.reversed.0);
         if !reversed.is_empty() && reversed != joined {
             self.phrases_in(&Doc::view(&reversed, plain), "", "joined");
         }
@@ -914,12 +861,12 @@ impl<'s> Doc<'s> {
                 self.phrases_in(&leet, "", "leet");
             }
         }
-        let keys = std::mem::take(&mut self.keys);
+        let keys = std::mem::take(&mut self.keys.0);
         if !keys.is_empty() {
             self.keys_in(&keys);
         }
-        (self.joined, self.reversed, self.keys) = (joined, reversed, keys);
-        std::mem::take(&mut self.findings)
+        (self.joined.0, self.reversed.0, self.keys.0) = (joined, reversed, keys);
+        self.findings
     }
 
     /// The text phrase rules run on. Phrase patterns ignore case and match any run of
@@ -6986,7 +6933,7 @@ mod tests {
                 if descending && !doc.viewed {
                     let mut reversed = String::new();
                     reversed_values(&value, target, &mut reversed);
-                    assert_eq!(reversed, doc.joined, "{raw}");
+                    assert_eq!(reversed, *doc.joined, "{raw}");
                     same += 1;
                 }
             }
