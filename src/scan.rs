@@ -781,25 +781,28 @@ impl<'s> Doc<'s> {
     fn keys_in(&mut self, keys: &str) {
         if !normalize::is_plain(keys.as_bytes()) {
             self.secrets_in(keys, "", "keys");
-            self.phrases_in(&normalize::fold_where_needed(keys), "", "keys");
+            self.phrases_in(&Doc::view(keys, false), "", "keys");
             return;
         }
+        for (rule, m) in self.combined_in(keys) {
+            let excerpt =
+                if rule.category == Category::Secret { mask(&keys[m]) } else { excerpt(&keys[m]) };
+            self.push_owned(rule.id.clone(), rule.category, excerpt, None, "", "keys");
+        }
+    }
+
+    /// One pass of the combined engine (both rule sets) over plain `text`: each rule's matches,
+    /// in the order found.
+    fn combined_in(&mut self, text: &str) -> Vec<(&'s Rule, Range<usize>)> {
+        let scanner = self.scanner;
         let mut found = Vec::new();
         let target = self.target.bit();
-        let complete =
-            self.scanner.combined.run(keys, target, false, &mut self.work, &mut |rule, m| {
-                let excerpt = if rule.category == Category::Secret {
-                    mask(&keys[m])
-                } else {
-                    excerpt(&keys[m])
-                };
-                found.push((rule.id.clone(), rule.category, excerpt));
-                true
-            });
+        let complete = scanner.combined.run(text, target, false, &mut self.work, &mut |rule, m| {
+            found.push((rule, m));
+            true
+        });
         self.overloaded(complete, "");
-        for (id, category, excerpt) in found {
-            self.push_owned(id, category, excerpt, None, "", "keys");
-        }
+        found
     }
 
     /// A credential under a key that says so: `{"api_key": "…"}`.
@@ -818,24 +821,13 @@ impl<'s> Doc<'s> {
         let mut secrets = Vec::new();
         if plain {
             // One pass for both rule sets.
-            let mut phrases = Vec::new();
-            let complete = self.scanner.combined.run(
-                &joined,
-                target,
-                false,
-                &mut self.work,
-                &mut |rule, m| {
-                    if rule.category == Category::Secret {
-                        secrets.push((rule.id.clone(), m));
-                    } else {
-                        phrases.push((rule.id.clone(), rule.category, excerpt(&joined[m])));
-                    }
-                    true
-                },
-            );
-            self.overloaded(complete, "");
-            for (id, category, excerpt) in phrases {
-                self.push_owned(id, category, excerpt, None, "", "raw");
+            for (rule, m) in self.combined_in(&joined) {
+                if rule.category == Category::Secret {
+                    secrets.push((rule.id.clone(), m));
+                } else {
+                    let excerpt = excerpt(&joined[m]);
+                    self.push_owned(rule.id.clone(), rule.category, excerpt, None, "", "raw");
+                }
             }
         } else {
             let complete =
@@ -844,8 +836,7 @@ impl<'s> Doc<'s> {
                     true
                 });
             self.overloaded(complete, "");
-            let folded = Doc::view(&joined, plain);
-            self.phrases_in(&folded, "", if plain { "raw" } else { "folded" });
+            self.phrases_in(&Doc::view(&joined, false), "", "folded");
         }
         self.joined_secrets(secrets, &joined);
         let profile = normalize::profile(&joined);
