@@ -1686,55 +1686,11 @@ fn check_scan(text: &str) {
     assert!(again.is_empty(), "redact_json is not idempotent: {again:?}");
 }
 
-/// Whether JSON `text` has an object with a key written twice.
+/// Whether JSON `text` has an object with a key written twice: what
+/// [`chain::strict_value`](crate::chain::strict_value) refuses and serde_json reads.
 fn duplicate_keys(text: &str) -> bool {
-    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-    struct Walk<'f>(&'f mut bool);
-    impl<'de> DeserializeSeed<'de> for Walk<'_> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-            de.deserialize_any(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Walk<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("JSON")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut keys = HashSet::new();
-            while let Some(key) = map.next_key::<String>()? {
-                *self.0 |= !keys.insert(key);
-                map.next_value_seed(Walk(&mut *self.0))?;
-            }
-            Ok(())
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while seq.next_element_seed(Walk(&mut *self.0))?.is_some() {}
-            Ok(())
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
-        }
-    }
-    let mut found = false;
-    let mut de = serde_json::Deserializer::from_str(text);
-    Walk(&mut found).deserialize(&mut de).is_ok() && found
+    crate::chain::strict_value(text)
+        .is_err_and(|err| err.to_string().contains("appears more than once"))
 }
 
 /// Checks what every finding promises about its span and its excerpt; `value` is what was
