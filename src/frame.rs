@@ -1971,25 +1971,7 @@ mod tests {
         }
     }
 
-    /// A small deterministic generator (xorshift), so the property test needs no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[self.below(items.len())]
-        }
-    }
+    use crate::testing::Rng;
 
     /// Appends a random JSON value, valid by construction; `depth` bounds the nesting.
     fn gen_value(rng: &mut Rng, out: &mut String, depth: usize) {

@@ -68,3 +68,28 @@ pub mod audit;
 pub mod wrap;
 pub mod demo;
 pub mod fuzz;
+
+/// What the unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A small deterministic generator (xorshift), so that property tests need no dependency.
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        /// A number below `n`.
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        pub(crate) fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+}

@@ -1437,13 +1437,8 @@ arguments = [
     /// more JSON.
     #[test]
     fn string_end_agrees_with_the_frame() {
-        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = crate::testing::Rng(0x2545_F491_4F6C_DD1D);
+        let mut next = move |n: usize| rng.below(n);
         let pieces = ["\"", "\\", "\\\\", "a", "é", "\n", "u", "\u{1}", "x\"y", "  "];
         for round in 0..4000 {
             let len = if round % 10 == 0 { 200 + next(400) } else { next(12) };
@@ -1485,13 +1480,8 @@ identities = "*"
 tools = "*"
 "#,
         );
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = crate::testing::Rng(0x9E37_79B9_7F4A_7C15);
+        let mut next = move |n: usize| rng.below(n);
         let pieces = [
             "AKIA", "AKI", "A", "KIA", "\\u0041", "\\u004b", "Z9Q1", "xox", "b-", "p", "-", "\\/",
             ".ssh", "/", "a", "\\\"", "b", "\\\\", "\\n", "q", " ",

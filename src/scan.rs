@@ -6865,13 +6865,8 @@ mod tests {
     /// joined as it is, the view in reverse key order is the joined view: the scan skips it.
     #[test]
     fn descending_keys_make_the_reversed_view_the_joined_one() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::testing::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: u64| rng.next() % n;
         // As written in JSON text, escapes and all.
         const KEYS: [&str; 8] = ["a", "b", "ab", "B", r"\u00e9t\u00e9", "z", r"\u0062", "type"];
         const STRINGS: [&str; 6] =
@@ -7193,13 +7188,8 @@ mod tests {
             }
         }
         // Runs of pieces, dense as in JSON text inside a string.
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut rng = crate::testing::Rng(0x9E37_79B9_7F4A_7C15);
+        let mut next = |n: usize| rng.below(n);
         for _ in 0..6000 {
             let mut s = String::from("\"");
             s.push_str(&"b".repeat(next(70)));
