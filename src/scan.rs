@@ -424,67 +424,117 @@ struct Doc<'s> {
     /// Whether some string stands in `joined` by a view of it rather than as it is.
     viewed: bool,
     /// Where each string that stands in `joined` as it is sits, and its JSON Pointer.
-    segments: Vec<(Range<usize>, Range<usize>)>,
+    segments: Spare<Segments>,
     /// The pointers of `segments` and `embedded`, end to end (one allocation rather than one
     /// per string).
     pointers: Spare,
     /// Strings that are JSON text and stand in `joined` by their values (see [`Doc::string`]):
     /// where the values stand, where the text is kept in `texts`, and its pointer.
-    embedded: Vec<Embedded>,
+    embedded: Spare<Vec<Embedded>>,
     /// The texts of `embedded`, end to end.
     texts: Spare,
     /// What the regexes may still read; every string walked adds to it.
     work: Work,
 }
 
-/// Strings with more room than this are let go instead of kept (see [`Spare`]).
+/// Buffers with more room than this, in bytes, are let go instead of kept (see [`Spare`]).
 const MAX_KEPT: usize = 1 << 20;
 
-/// A string from the thread's spares, given back, emptied, when dropped. A scan's views and
-/// reading buffers are kept this way, with their room, for the next scan on the thread, so that
-/// scanning a message allocates next to nothing and a large one is not copied each time a view
-/// outgrows its room.
-struct Spare(String);
+/// A buffer from the thread's spares, given back, emptied, when dropped. A scan's views, lists
+/// and reading buffers are kept this way, with their room, for the next scan on the thread, so
+/// that scanning a message allocates next to nothing and a large one is not copied each time a
+/// view outgrows its room.
+struct Spare<T: Reusable = String>(T);
 
-/// How many spare strings a thread keeps: as many as one scan holds at once.
+/// How many spare buffers of a kind a thread keeps: as many as one scan holds at once.
 const SPARES: usize = 16;
+
+/// A kind of buffer [`Spare`] keeps: its thread's spares, and how to empty it.
+trait Reusable: Default + Sized + 'static {
+    fn spares() -> &'static std::thread::LocalKey<std::cell::Cell<Vec<Self>>>;
+    fn clear(&mut self);
+    fn room(&self) -> usize;
+}
 
 thread_local! {
     static SPARE_STRINGS: std::cell::Cell<Vec<String>> = const { std::cell::Cell::new(Vec::new()) };
+    static SPARE_SEGMENTS: std::cell::Cell<Vec<Segments>> =
+        const { std::cell::Cell::new(Vec::new()) };
+    static SPARE_EMBEDDED: std::cell::Cell<Vec<Vec<Embedded>>> =
+        const { std::cell::Cell::new(Vec::new()) };
 }
 
-impl Spare {
-    fn take() -> Spare {
-        let mut spares = SPARE_STRINGS.take();
-        let string = spares.pop().unwrap_or_default();
-        SPARE_STRINGS.set(spares);
-        Spare(string)
+impl Reusable for String {
+    fn spares() -> &'static std::thread::LocalKey<std::cell::Cell<Vec<Self>>> {
+        &SPARE_STRINGS
+    }
+    fn clear(&mut self) {
+        String::clear(self);
+    }
+    fn room(&self) -> usize {
+        self.capacity()
     }
 }
 
-impl Drop for Spare {
+/// Where each string of a [`Doc`] stands in its joined view, and where its pointer is.
+type Segments = Vec<(Range<usize>, Range<usize>)>;
+
+impl Reusable for Segments {
+    fn spares() -> &'static std::thread::LocalKey<std::cell::Cell<Vec<Self>>> {
+        &SPARE_SEGMENTS
+    }
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+    fn room(&self) -> usize {
+        self.capacity() * std::mem::size_of::<(Range<usize>, Range<usize>)>()
+    }
+}
+
+impl Reusable for Vec<Embedded> {
+    fn spares() -> &'static std::thread::LocalKey<std::cell::Cell<Vec<Self>>> {
+        &SPARE_EMBEDDED
+    }
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+    fn room(&self) -> usize {
+        self.capacity() * std::mem::size_of::<Embedded>()
+    }
+}
+
+impl<T: Reusable> Spare<T> {
+    fn take() -> Spare<T> {
+        let mut spares = T::spares().take();
+        let buffer = spares.pop().unwrap_or_default();
+        T::spares().set(spares);
+        Spare(buffer)
+    }
+}
+
+impl<T: Reusable> Drop for Spare<T> {
     fn drop(&mut self) {
-        let mut string = std::mem::take(&mut self.0);
-        if string.capacity() <= MAX_KEPT {
-            string.clear();
-            let mut spares = SPARE_STRINGS.take();
+        let mut buffer = std::mem::take(&mut self.0);
+        if buffer.room() <= MAX_KEPT {
+            buffer.clear();
+            let mut spares = T::spares().take();
             if spares.len() < SPARES {
-                spares.push(string);
+                spares.push(buffer);
             }
-            SPARE_STRINGS.set(spares);
+            T::spares().set(spares);
         }
     }
 }
 
-impl std::ops::Deref for Spare {
-    type Target = String;
-    fn deref(&self) -> &String {
+impl<T: Reusable> std::ops::Deref for Spare<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
         &self.0
     }
 }
 
-impl std::ops::DerefMut for Spare {
-    fn deref_mut(&mut self) -> &mut String {
+impl<T: Reusable> std::ops::DerefMut for Spare<T> {
+    fn deref_mut(&mut self) -> &mut T {
         &mut self.0
     }
 }
@@ -502,9 +552,9 @@ impl<'s> Doc<'s> {
             leet: false,
             phrases: 0,
             viewed: false,
-            segments: Vec::new(),
+            segments: Spare::take(),
             pointers: Spare::take(),
-            embedded: Vec::new(),
+            embedded: Spare::take(),
             texts: Spare::take(),
             work: Work::new(),
         }
